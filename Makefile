@@ -32,7 +32,7 @@ test: export-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m factor_forecasting.cli demo
+	$(VENV)/bin/ff demo
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs

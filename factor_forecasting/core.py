@@ -41,6 +41,7 @@ class SynthConfig:
     snapshots: int = 8         # intraday snapshots per day, 30 minutes apart
     seed: int = 0              # the dataset is a pure function of its parameters and this seed
     start: int = 20200102      # first calendar day (YYYYMMDD); weekends are skipped
+    signal: float = 1.0        # planted-signal strength: 1.0 gives an oracle nextT1d daily RankIC of ~0.13, 0 none
 
 @dataclass
 class DataConfig:
@@ -124,6 +125,7 @@ class RollingConfig:
     embargo_days: int = 2             # >= the longest target horizon in trading days
     warm_start: bool = False          # start each fold from the previous fold's best weights
     max_folds: Optional[int] = None
+    horizon_days: Optional[int] = None  # longest target horizon (trading days); null = known from the target names
 
 @dataclass
 class ReportConfig:
@@ -139,6 +141,7 @@ class RunConfig:
     "Where a run writes and how it is seeded."
     name: str = "default"
     root: str = "outputs/runs"        # run directory = root/name
+    nproc_per_node: Union[int, Literal["auto"]] = "auto"  # processes per machine under torchrun; auto = GPUs if trainer.device allows, else 1
     seed: int = 0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -327,6 +330,8 @@ def atomic_target(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; the final file gets the usual permissions
     tmp = Path(tmp)
     try:
         yield tmp

@@ -26,8 +26,8 @@ import yaml
 # %% auto #0
 __all__ = ['TARGETS', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
            'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'config_from_dict', 'config_to_dict',
-           'parse_override', 'list_presets', 'load_config', 'atomic_target', 'save_config', 'seed_everything',
-           'env_rank', 'setup_logging']
+           'parse_override', 'list_presets', 'load_config', 'atomic_target', 'save_config', 'pipeline_path',
+           'seed_everything', 'env_rank', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #3bc3072b
 TARGETS = ["intra30m", "nextT1d", "ema1d"]
@@ -345,6 +345,14 @@ def save_config(cfg: Config, path) -> Path:
     with atomic_target(path) as tmp:
         tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #2a7ecbc2
+def pipeline_path(name: str) -> Path:
+    "The pipeline notebook `nbs/pipelines/<name>.ipynb` of this source checkout."
+    import factor_forecasting
+    p = Path(factor_forecasting.__file__).resolve().parent.parent / "nbs" / "pipelines" / f"{name}.ipynb"
+    if not p.exists(): raise InputError(f"pipeline notebook not found: {p} (pipelines run from a source checkout)")
+    return p
 
 # %% ../nbs/00_core.ipynb #50629a81
 def seed_everything(seed: int) -> None:

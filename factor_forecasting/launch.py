@@ -16,12 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from .core import Config, InputError, atomic_target, load_config
+from .core import Config, InputError, atomic_target, load_config, pipeline_path
 
 # %% auto #0
 __all__ = ['PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight', 'torchrun_command',
-           'config_source', 'Launch', 'prepare_launch', 'stream_command', 'pipeline_path', 'split_params',
-           'run_pipeline', 'oos_headline', 'demo']
+           'config_source', 'Launch', 'prepare_launch', 'stream_command', 'split_params', 'run_pipeline',
+           'oos_headline', 'demo']
 
 # %% ../nbs/13_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -128,13 +128,6 @@ def stream_command(cmd: list[str], out=None, cwd=None, env: dict | None = None, 
 
 # %% ../nbs/13_launch.ipynb #59d96527
 PIPELINE_PARAMS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts", "fresh", "report")
-
-def pipeline_path(name: str) -> Path:
-    "The pipeline notebook `nbs/pipelines/<name>.ipynb` of this source checkout."
-    import factor_forecasting
-    p = Path(factor_forecasting.__file__).resolve().parent.parent / "nbs" / "pipelines" / f"{name}.ipynb"
-    if not p.exists(): raise LaunchError(f"pipeline notebook not found: {p} (pipelines run from a source checkout)")
-    return p
 
 def split_params(items) -> tuple[list[str], dict]:
     "`key=value` items -> (config overrides for dotted keys, pipeline parameters for the others)."

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import Config, InputError, atomic_target, load_config
+from .core import Config, InputError, atomic_target, load_config, pipeline_path
 from .metrics import (SAMPLES, backtest, cross_horizon, daily_ic, fold_table, headline_table,
                                         ic_summary, ic_table, long_short, monthly_ic, quantile_frame, rank_autocorr,
                                         summarize, top_turnover)
@@ -24,7 +24,7 @@ from .metrics import (SAMPLES, backtest, cross_horizon, daily_ic, fold_table, he
 __all__ = ['OFFLINE_TEMPLATE', 'ReportError', 'Run', 'read_metrics', 'required_columns', 'load_run', 'write_example_run',
            'oracle_summary', 'compare_runs', 'Analysis', 'analyze', 'fig_daily_ic', 'fig_cumulative_ic', 'fig_ic_hist',
            'fig_monthly', 'fig_deciles', 'fig_long_short', 'fig_turnover', 'fig_cross_horizon', 'fig_equity',
-           'fig_training', 'ReportFailed', 'pipeline_notebook', 'to_html', 'render_report']
+           'fig_training', 'ReportFailed', 'to_html', 'render_report']
 
 # %% ../nbs/09_report.ipynb #21daa152
 class ReportError(InputError):
@@ -350,13 +350,6 @@ def fig_training(metrics: pd.DataFrame, targets: list[str]):
 class ReportFailed(RuntimeError):
     "The report notebook raised; the message names the executed notebook that shows the error."
 
-def pipeline_notebook() -> Path:
-    "`nbs/pipelines/ic_report.ipynb` of this source checkout."
-    import factor_forecasting
-    p = Path(factor_forecasting.__file__).resolve().parent.parent / "nbs" / "pipelines" / "ic_report.ipynb"
-    if not p.exists(): raise ReportFailed(f"report notebook not found: {p} (reports are rendered from a source checkout)")
-    return p
-
 # The lab template loads require.js and MathJax from a CDN; the report has no math, widgets or diagrams, so those
 # blocks are emptied and the page needs nothing from the network.
 OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -392,7 +385,7 @@ def render_report(run_dir, targets: list[str] | None = None, quantiles: int | No
     with atomic_target(out) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The specified file .* does not end in")
         try:
-            papermill.execute_notebook(str(pipeline_notebook()), str(tmp), parameters=params, kernel_name=kernel,
+            papermill.execute_notebook(str(pipeline_path("ic_report")), str(tmp), parameters=params, kernel_name=kernel,
                                        cwd=os.getcwd(), progress_bar=False, execution_timeout=timeout)
         except PapermillExecutionError as e: failure = e
     if failure is not None:

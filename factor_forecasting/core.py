@@ -346,7 +346,7 @@ def save_config(cfg: Config, path) -> Path:
         tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #2a7ecbc2
+# %% ../nbs/00_core.ipynb #9ef3255b
 def pipeline_path(name: str) -> Path:
     "The pipeline notebook `nbs/pipelines/<name>.ipynb` of this source checkout."
     import factor_forecasting

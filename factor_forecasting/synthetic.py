@@ -31,8 +31,8 @@ from .metrics import daily_ic, ic_frame, ic_summary
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SESSION_MINUTES', 'session_times', 'trading_days', 'MarketParams', 'target_weights', 'SyntheticMarket',
-           'Snapshot', 'SynthDay', 'simulate', 'write_synthetic', 'ensure_dataset']
+__all__ = ['log', 'SESSION_MINUTES', 'session_times', 'weekdays', 'MarketParams', 'target_weights', 'SyntheticMarket', 'Snapshot',
+           'SynthDay', 'simulate', 'write_synthetic', 'ensure_dataset']
 
 # %% ../nbs/01_synthetic.ipynb #6e5fcc0c
 SESSION_MINUTES = 240
@@ -48,7 +48,7 @@ def session_times(snapshots: int) -> np.ndarray:
         out.append(clock // 60 * 10000 + clock % 60 * 100)
     return np.array(out, dtype=np.int32)
 
-def trading_days(start: int, days: int) -> np.ndarray:
+def weekdays(start: int, days: int) -> np.ndarray:
     "`days` weekdays (YYYYMMDD int32) from `start` on (a weekend `start` moves to the next Monday)."
     try: d = dt.date(start // 10000, start // 100 % 100, start % 100)
     except ValueError: raise InputError(f"`data.synth.start` must be a valid YYYYMMDD date, got {start}") from None
@@ -120,7 +120,7 @@ class SyntheticMarket:
         self.cfg, self.p = cfg, params
         p, N, F, S, D = params, cfg.stocks, cfg.features, cfg.snapshots, cfg.days
         self.N, self.F, self.S, self.D = N, F, S, D
-        self.dates, self.times = trading_days(cfg.start, D), session_times(S)
+        self.dates, self.times = weekdays(cfg.start, D), session_times(S)
         static, self.rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2))
         self.sid = np.sort(static.choice(np.arange(1, 1_000_000), N, replace=False)).astype(np.int64)
         self.list_day = np.where((static.random(N) < p.listing) & (D > 1), static.integers(1, max(D, 2), N), 0)

@@ -61,6 +61,7 @@ class DataConfig:
     seq_len: int = 32                      # snapshots per sample window (may reach into earlier days)
     normalize: Literal["robust_z", "rank_gauss", "none"] = "robust_z"  # per cross-section feature scaling
     clip: float = 5.0                      # clip normalized features to [-clip, clip]
+    feature_dtype: Literal["auto", "float16", "float32"] = "auto"  # stored windows; auto: float16 when normalized (values within ±clip), else float32
     standardize_targets: bool = True       # cross-sectionally z-score targets for the loss (raw kept for metrics)
     stocks_per_cross_section: Optional[int] = None  # subsample stocks per cross-section in training; null = all
     memory_budget_gb: float = 4.0          # resident chunk budget: smaller datasets are cached, larger stream

@@ -24,9 +24,9 @@ from .schema import DatasetScan, day_files, scan_dataset, sid_array, read_parque
 log = logging.getLogger("factor_forecasting.loader")
 
 # %% auto #0
-__all__ = ['log', 'trading_days', 'split_days', 'Universe', 'Panel', 'open_panel', 'normalize_cross_sections',
+__all__ = ['log', 'trading_days', 'split_days', 'Universe', 'Panel', 'open_panel', 'normalize_cross_sections', 'feature_dtype',
            'standardize_targets', 'Chunk', 'build_chunk', 'Batch', 'gather_batch', 'partition', 'batch_counts',
-           'PanelDataset', 'make_loader']
+           'round_robin_share', 'PanelDataset', 'make_loader']
 
 # %% ../nbs/03_loader.ipynb #a68f3d87
 def trading_days(path, start: int | None = None, end: int | None = None) -> list[int]:
@@ -98,7 +98,7 @@ def open_panel(dcfg: DataConfig) -> Panel:
 
 # %% ../nbs/03_loader.ipynb #e784fa17
 def normalize_cross_sections(x: torch.Tensor, method: str = "robust_z", clip: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
-    "Normalize `x[..., stocks]` over the last dim, ignoring non-finite values; returns (z with 0 where missing, bool mask)."
+    "Normalize `x[..., stocks]` over the last dim, ignoring non-finite values; returns (z with NaN where missing, bool mask)."
     ok = torch.isfinite(x)
     x = torch.where(ok, x, torch.nan)
     if method == "robust_z":
@@ -114,7 +114,16 @@ def normalize_cross_sections(x: torch.Tensor, method: str = "robust_z", clip: fl
         z = torch.special.ndtri((rank + 0.5) / n.clamp(min=1))
     elif method == "none": z = x
     else: raise ConfigError(f"`data.normalize`: unknown method {method!r}")
-    return torch.where(ok, z.clamp(-clip, clip), 0.0), ok
+    return torch.where(ok, z.clamp(-clip, clip), torch.nan), ok
+
+def feature_dtype(dcfg: DataConfig) -> torch.dtype:
+    "The dtype chunks and batches store features in (`data.feature_dtype`; auto: float16 unless `normalize: none`)."
+    name = dcfg.feature_dtype if dcfg.feature_dtype != "auto" else "float32" if dcfg.normalize == "none" else "float16"
+    if name == "float16" and dcfg.normalize == "none":
+        raise ConfigError("`data.feature_dtype: float16` needs normalized features (`data.normalize` robust_z or rank_gauss): "
+                          "raw values can exceed float16's range (65504) or lose digits; use float32")
+    if name == "float16" and dcfg.clip > 65504: raise ConfigError(f"`data.clip` ({dcfg.clip}) exceeds float16's range (65504)")
+    return getattr(torch, name)
 
 # %% ../nbs/03_loader.ipynb #d3ac5ec8
 def standardize_targets(y: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
@@ -133,8 +142,7 @@ class Chunk:
     dates: np.ndarray          # int32 [P] date of each own snapshot (cross-section)
     times: np.ndarray          # int32 [P]
     stocks: torch.Tensor       # int64 [S] dense universe index of each local stock
-    x: torch.Tensor            # float32 [S, H + P, F] normalized features, 0 where missing (H = seq_len - 1 history slots)
-    mask: torch.Tensor         # bool [S, H + P, F] True where observed
+    x: torch.Tensor            # float16/32 [S, H + P, F] normalized features, NaN where missing (H = seq_len - 1 history slots)
     y: torch.Tensor            # float32 [P, S, K] standardized targets (NaN unknown)
     y_raw: torch.Tensor        # float32 [P, S, K]
     weight: torch.Tensor       # float32 [P, S]
@@ -143,8 +151,10 @@ class Chunk:
     stats: dict
 
     @property
+    def mask(self) -> torch.Tensor: return ~torch.isnan(self.x)      # True where observed
+    @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.x, self.mask, self.y, self.y_raw, self.weight, self.present, self.trainable))
+        return sum(t.numel() * t.element_size() for t in (self.x, self.y, self.y_raw, self.weight, self.present, self.trainable))
 
     def to(self, device) -> "Chunk":
         move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v
@@ -193,7 +203,7 @@ def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: in
     # normalize a few time slots at a time ([slots, feature, stock]: stocks last for the medians) and write each block
     # straight into the stock-major result: the temporaries stay small enough to be reused instead of page-faulted
     rawt, L = torch.from_numpy(raw), H + P
-    z, m = torch.empty(S, L, F), torch.empty(S, L, F, dtype=torch.bool)
+    z = torch.empty(S, L, F, dtype=feature_dtype(dcfg))
     prow = torch.from_numpy(np.concatenate([np.zeros((H, S), bool), present])).unsqueeze(1)   # [L, 1, S] a row exists
     stats = {"values": int(present.sum()) * F, "missing": 0, "inf": 0}
     step = max(1, 2**20 // max(S * F, 1))                   # ~4 MB of float32 per block
@@ -201,22 +211,21 @@ def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: in
         xb, pb = rawt[a:a + step].permute(0, 2, 1).contiguous(), prow[a:a + step]
         zb, mb = normalize_cross_sections(xb, dcfg.normalize, dcfg.clip)
         stats["missing"] += int((~mb & pb).sum()); stats["inf"] += int((torch.isinf(xb) & pb).sum())
-        z[:, a:a + step] = zb.permute(2, 0, 1); m[:, a:a + step] = mb.permute(2, 0, 1)
+        z[:, a:a + step] = zb.permute(2, 0, 1)
     del raw, rawt
     yr = torch.from_numpy(y)
     ys = standardize_targets(yr.permute(0, 2, 1), dcfg.clip).permute(0, 2, 1).contiguous() if dcfg.standardize_targets else yr.clone()
     pt = torch.from_numpy(present)
     dates = np.concatenate([np.full(len(scan.days[k].times), scan.days[k].date, np.int32) for k in own])
     times = np.concatenate([scan.days[k].times for k in own]).astype(np.int32)
-    return Chunk(list(days), dates, times, torch.from_numpy(stocks), z, m,
+    return Chunk(list(days), dates, times, torch.from_numpy(stocks), z,
                  ys, yr, torch.from_numpy(w), pt, pt & torch.isfinite(yr).any(-1), stats)
 
 # %% ../nbs/03_loader.ipynb #cd4a25e0
 @dataclass
 class Batch:
     "Whole cross-sections of windows (the layout every model, loss and trainer uses)."
-    x: torch.Tensor        # float32 [B, T, F] normalized features, NaN filled with 0
-    mask: torch.Tensor     # bool [B, T, F] True where observed (the model casts it to x's dtype)
+    x: torch.Tensor        # float16/32 [B, T, F] normalized features, NaN where missing (see `data.feature_dtype`)
     y: torch.Tensor        # float32 [B, K] cross-sectionally standardized targets (NaN unknown)
     y_raw: torch.Tensor    # float32 [B, K] raw targets
     group: torch.Tensor    # int64 [B] cross-section index within the batch, 0..G-1, contiguous
@@ -227,6 +236,8 @@ class Batch:
 
     def __len__(self) -> int: return self.x.shape[0]
     @property
+    def mask(self) -> torch.Tensor: return ~torch.isnan(self.x)      # bool [B, T, F] True where observed
+    @property
     def n_groups(self) -> int: return int(self.group[-1]) + 1 if len(self) else 0
     def apply(self, f) -> "Batch": return Batch(**{k.name: f(getattr(self, k.name)) for k in fields(self)})
     def to(self, device, non_blocking: bool = False) -> "Batch": return self.apply(lambda t: t.to(device, non_blocking=non_blocking))
@@ -234,22 +245,22 @@ class Batch:
 
 # %% ../nbs/03_loader.ipynb #d0a5b39d
 class _WindowBuffers:
-    "A ring of reusable CPU storages for the `x` / `mask` windows; a buffer is reused only once nothing else holds it."
-    def __init__(self, size: int = 2): self.size, self.ring = size, []
+    "A ring of reusable CPU storages for the `x` windows; a buffer is reused only once nothing else holds it."
+    def __init__(self, size: int = 2, capacity: int = 0): self.size, self.capacity, self.ring = size, capacity, []
 
     @staticmethod
     def _free(t: torch.Tensor) -> bool:
         return not t.is_shared() and torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2   # the tensor + this call
 
-    def take(self, B: int, T: int, F: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, B: int, T: int, F: int, dtype: torch.dtype) -> torch.Tensor:
         n = B * T * F
-        for i, (x, m) in enumerate(self.ring):
-            if x.numel() >= n and self._free(x) and self._free(m):
+        for i, x in enumerate(self.ring):
+            if x.dtype == dtype and x.numel() >= n and self._free(x):
                 self.ring.append(self.ring.pop(i))
-                return x[:n].view(B, T, F), m[:n].view(B, T, F)
-        x, m = torch.empty(n), torch.empty(n, dtype=torch.bool)
-        self.ring = (self.ring + [(x, m)])[-self.size:]
-        return x.view(B, T, F), m.view(B, T, F)
+                return x[:n].view(B, T, F)
+        x = torch.empty(max(n, self.capacity), dtype=dtype)     # sized for the largest batch: no regrowth, no fresh pages
+        self.ring = (self.ring + [x])[-self.size:]
+        return x[:n].view(B, T, F)
 
 # %% ../nbs/03_loader.ipynb #bf8658cf
 def _windows(t: torch.Tensor, T: int) -> torch.Tensor:
@@ -263,9 +274,9 @@ def gather_batch(parts: list[tuple[Chunk, int, torch.Tensor]], seq_len: int, n_f
     T, F, K, dev = seq_len, n_features, n_targets, torch.device(device)
     sizes = [len(s) for _, _, s in parts]
     B = sum(sizes)
-    if buffers is not None and dev.type == "cpu": x, m = buffers.take(B, T, F)
-    else: x, m = torch.empty(B, T, F, device=dev), torch.empty(B, T, F, dtype=torch.bool, device=dev)
-    x2, m2 = x.view(B, T * F), m.view(B, T * F)
+    dtype = parts[0][0].x.dtype if parts else torch.float32
+    x = buffers.take(B, T, F, dtype) if buffers is not None and dev.type == "cpu" else torch.empty(B, T, F, dtype=dtype, device=dev)
+    x2 = x.view(B, T * F)
     ys, yr, w, sid = [], [], [], []
     a, run = 0, []                                        # run: consecutive parts from one chunk -> one index_select
     for i, (ch, j, sel) in enumerate(parts):
@@ -274,11 +285,10 @@ def gather_batch(parts: list[tuple[Chunk, int, torch.Tensor]], seq_len: int, n_f
         if i + 1 == len(parts) or parts[i + 1][0] is not ch:
             rows = torch.cat(run); b = a + len(rows)
             torch.index_select(_windows(ch.x, T), 0, rows, out=x2[a:b])
-            torch.index_select(_windows(ch.mask, T), 0, rows, out=m2[a:b])
             a, run = b, []
     cat = lambda v, shape, dt: torch.cat(v) if v else torch.empty(shape, dtype=dt, device=dev)
     counts = torch.tensor(sizes, dtype=torch.int64, device=dev)
-    return Batch(x, m, cat(ys, (0, K), torch.float32), cat(yr, (0, K), torch.float32),
+    return Batch(x, cat(ys, (0, K), torch.float32), cat(yr, (0, K), torch.float32),
                  torch.repeat_interleave(torch.arange(len(parts), device=dev), counts), cat(w, (0,), torch.float32),
                  torch.repeat_interleave(torch.tensor([int(ch.dates[j]) for ch, j, _ in parts], dtype=torch.int32, device=dev), counts),
                  torch.repeat_interleave(torch.tensor([int(ch.times[j]) for ch, j, _ in parts], dtype=torch.int32, device=dev), counts),
@@ -302,6 +312,14 @@ def batch_counts(n: np.ndarray, G: int) -> np.ndarray:
             out[r, np.argmax(n[r] / np.maximum(out[r], 1) - 1e-9 * np.arange(n.shape[1]))] += 1
     return out
 
+def round_robin_share(counts: Sequence[int], k: int, worker: int) -> int:
+    "How many of `worker`'s batches are among the first `k` a DataLoader yields (workers in turn, each dropped once done)."
+    taken, k = [0] * len(counts), int(k)
+    while k > 0 and any(t < c for t, c in zip(taken, counts)):
+        for i, c in enumerate(counts):
+            if k > 0 and taken[i] < c: taken[i] += 1; k -= 1
+    return taken[worker]
+
 # %% ../nbs/03_loader.ipynb #a8265a55
 def _runs(idx: list[int], n: int) -> list[list[int]]:
     "Split sorted panel positions into runs of consecutive positions, each at most n long."
@@ -318,7 +336,7 @@ class PanelDataset(IterableDataset):
                  device="cpu", seed: int | None = None):
         d = cfg.data
         self.dcfg, self.train, self.rank, self.world_size = d, train, rank, world_size
-        self.seq_len, self.seed, self.epoch = d.seq_len, cfg.run.seed if seed is None else seed, 0
+        self.seq_len, self.seed, self.epoch, self.skip = d.seq_len, cfg.run.seed if seed is None else seed, 0, 0
         self.device = torch.device(device)
         self.num_workers = d.num_workers if num_workers is None else num_workers
         if self.num_workers and self.device.type != "cpu": raise ConfigError("`data.num_workers` must be 0 when chunks live on a GPU")
@@ -347,7 +365,8 @@ class PanelDataset(IterableDataset):
         S = max(len(s) for s in self.panel.day_stocks)
         snaps = max(len(x.times) for x in self.panel.scan.days)
         F, K = len(self.columns.features), len(self.columns.targets)
-        self.bytes_per_day = S * snaps * (5 * F + 4 * (3 * K + 2))          # x float32 + mask bool per feature
+        self.feature_dtype = feature_dtype(d)
+        self.bytes_per_day = S * snaps * (self.feature_dtype.itemsize * F + 4 * (3 * K + 2))
         budget = d.memory_budget_gb * 2**30 / W
         self.chunk_days = max(1, int(budget / 4 / self.bytes_per_day))
         self.nan_stats = {"values": 0, "missing": 0, "inf": 0}
@@ -358,7 +377,9 @@ class PanelDataset(IterableDataset):
         s = self.panel.scan.days[self.panel.pos[day]]
         return np.flatnonzero((s.trainable if self.train else s.counts) > 0)
 
-    def set_epoch(self, epoch: int) -> None: self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        "Iterate epoch `epoch` next; its first `skip` batches (a resumed run's taken steps) come as `None`, never read or gathered."
+        self.epoch, self.skip = int(epoch), int(skip)
     def __len__(self) -> int: return self.steps_per_epoch
 
     @property
@@ -373,7 +394,7 @@ class PanelDataset(IterableDataset):
             days = [self.panel.dates[i] for i in key]
             ch = build_chunk(self.panel, days, self.dcfg, self.seq_len).to(self.device)
             for k, v in ch.stats.items(): self.nan_stats[k] += v
-            log.info("chunk %d..%d: %d stocks x %d snapshots, %.2f%% of feature values missing (%d inf), filled with 0 and masked",
+            log.info("chunk %d..%d: %d stocks x %d snapshots, %.2f%% of feature values missing (%d inf), stored as NaN",
                      days[0], days[-1], len(ch.stocks), len(ch.dates), 100 * ch.stats["missing"] / max(ch.stats["values"], 1), ch.stats["inf"])
             self._cache[key] = ch
         return self._cache[key]
@@ -391,11 +412,15 @@ class PanelDataset(IterableDataset):
         wid, W = (info.id, info.num_workers) if info else (0, 1)
         if W != max(1, self.num_workers): raise ConfigError(f"PanelDataset planned for {self.num_workers} workers but runs under {W}: use make_loader")
         days = self.blocks[self.rank][wid]
-        buffers = _WindowBuffers() if info is None and self.device.type == "cpu" else None   # workers send batches via shared memory
+        if info is None and self.device.type == "cpu":           # workers send batches via shared memory instead
+            k = self.dcfg.stocks_per_cross_section if self.train else None
+            widest = max(len(s) for s in self.panel.day_stocks)
+            buffers = _WindowBuffers(capacity=self.G * min(widest, k or widest) * self.seq_len * len(self.columns.features))
+        else: buffers = None
         nb = int(self.worker_batches[self.rank, wid])
         pos = [self.panel.pos[x] for x in days]
         chunks = [tuple(r) for r in _runs(pos, self.chunk_days)]
-        offs, xs = {}, []                     # cross-sections: (chunk key, own slot)
+        xs = []                               # cross-sections: (chunk key, own slot)
         for key in chunks:
             o = 0
             for i in key:
@@ -411,7 +436,12 @@ class PanelDataset(IterableDataset):
                 xs.sort(key=lambda c: order[c[0]])                         # stable: shuffled within each chunk
         left = {k: 0 for k in chunks}
         for k, _ in xs: left[k] += 1
-        for part in np.array_split(np.arange(len(xs)), nb) if nb else []:
+        skip = round_robin_share(self.worker_batches[self.rank], self.skip, wid)
+        for b, part in enumerate(np.array_split(np.arange(len(xs)), nb) if nb else []):
+            if b < skip:                      # a placeholder keeps the DataLoader's interleave of workers
+                for i in part: left[xs[i][0]] -= 1
+                yield None
+                continue
             parts = []
             for i in part:
                 key, j = xs[i]

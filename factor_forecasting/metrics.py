@@ -5,12 +5,15 @@
 # %% ../nbs/06_metrics.ipynb #f0d886e2
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['CHUNK_ROWS', 'SAMPLES', 'HEADLINE', 'cross_section_ic', 'cross_section_rank', 'cross_section_codes', 'ic_frame',
-           'daily_ic', 'ic_summary', 'ic_table', 'summarize', 'headline_table', 'fold_table', 'monthly_ic',
+__all__ = ['CHUNK_ROWS', 'THREADS', 'SAMPLES', 'HEADLINE', 'cross_section_ic', 'cross_section_rank', 'cross_section_codes',
+           'ic_frame', 'daily_ic', 'ic_summary', 'ic_table', 'summarize', 'headline_table', 'fold_table', 'monthly_ic',
            'quantile_frame', 'long_short', 'top_turnover', 'rank_autocorr', 'cross_horizon', 'backtest']
 
 # %% ../nbs/06_metrics.ipynb #e660abc4
@@ -85,17 +88,17 @@ def _spearman_2d(X: np.ndarray, Y: np.ndarray, n: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.einsum("ij,ij->i", xcell[yi], yr) / np.sqrt(np.einsum("ij,ij->i", xr, xr) * np.einsum("ij,ij->i", yr, yr))
 
-def _ic_block(p: np.ndarray, t: np.ndarray, g: np.ndarray, n_groups: int, min_stocks: int,
+def _ic_block(p: list[np.ndarray], t: list[np.ndarray], g: np.ndarray, n_groups: int, min_stocks: int,
               methods: tuple[str, ...]) -> np.ndarray:
-    "`[len(methods), n_groups, K]` correlations and `[n_groups, K]` pair counts of a block of rows sorted by their codes `g` in 0..n_groups-1."
+    "`[len(methods), n_groups, K]` correlations and `[n_groups, K]` pair counts of a block of rows (columns `p[k]`, `t[k]`) sorted by their codes `g` in 0..n_groups-1."
     counts = np.bincount(g, minlength=n_groups)
     shape = (n_groups, max(int(counts.max(initial=0)), 1))
     flat = None if g.size == shape[0] * shape[1] else g * shape[1] + np.arange(g.size) - (np.cumsum(counts) - counts)[g]
     layout = lambda v: v.reshape(shape) if flat is None else _to_matrix(v, flat, shape, np.inf)
-    out, counts = np.full((len(methods), n_groups, p.shape[1]), np.nan), np.zeros((n_groups, p.shape[1]), np.int64)
-    for k in range(p.shape[1]):                 # a loop over targets, never over cross-sections
-        ok = np.isfinite(p[:, k]) & np.isfinite(t[:, k])
-        X, Y = layout(np.where(ok, p[:, k], np.inf)), layout(np.where(ok, t[:, k], np.inf))
+    out, counts = np.full((len(methods), n_groups, len(p)), np.nan), np.zeros((n_groups, len(p)), np.int64)
+    for k in range(len(p)):                     # a loop over targets, never over cross-sections
+        ok = np.isfinite(p[k]) & np.isfinite(t[k])
+        X, Y = layout(np.where(ok, p[k], np.inf)), layout(np.where(ok, t[k], np.inf))
         valid = X < np.inf
         n = counts[:, k] = valid.sum(1)
         for i, m in enumerate(methods):
@@ -104,7 +107,8 @@ def _ic_block(p: np.ndarray, t: np.ndarray, g: np.ndarray, n_groups: int, min_st
             out[i, :, k] = np.clip(r, -1.0, 1.0)
     return out, counts
 
-CHUNK_ROWS = 1 << 18
+CHUNK_ROWS = 1 << 17
+THREADS = min(8, os.cpu_count() or 1)   # blocks worked on at once
 
 def _sorted_blocks(g: np.ndarray, n_groups: int, chunk_rows: int):
     "The permutation sorting rows by code (None if sorted) and blocks `(a, b, rs, re)`: groups a..b-1 in sorted rows rs..re-1."
@@ -115,14 +119,18 @@ def _sorted_blocks(g: np.ndarray, n_groups: int, chunk_rows: int):
     cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(chunk_rows, g.size, chunk_rows)), [n_groups]]))
     return order, [(a, b, ends[a - 1] if a else 0, ends[b - 1]) for a, b in zip(cuts[:-1], cuts[1:])]
 
-def _ic_numpy(p: np.ndarray, t: np.ndarray, g: np.ndarray, n_groups: int, min_stocks: int,
+def _ic_numpy(p, t, g: np.ndarray, n_groups: int, min_stocks: int,
               methods: tuple[str, ...] = ("pearson", "spearman"), chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    "`[len(methods), n_groups, K]` correlations and `[n_groups, K]` finite pairs: sort rows by code once, then work through blocks of whole cross-sections."
+    """`[len(methods), n_groups, K]` correlations and `[n_groups, K]` finite pairs of `p`, `t` (`[B, K]` arrays or K columns
+    of length B): sort rows by code once, then work through blocks of whole cross-sections."""
+    p, t = (list(a.T) if isinstance(a, np.ndarray) else list(a) for a in (p, t))
     order, blocks = _sorted_blocks(g, n_groups, chunk_rows)
-    if order is not None: p, t, g = p[order], t[order], g[order]
-    out, n = np.full((len(methods), n_groups, p.shape[1]), np.nan), np.zeros((n_groups, p.shape[1]), np.int64)
-    for a, b, rs, re in blocks:                 # a few blocks, each of many cross-sections
-        out[:, a:b], n[a:b] = _ic_block(p[rs:re], t[rs:re], g[rs:re] - a, int(b - a), min_stocks, methods)
+    if order is not None: p, t, g = [c[order] for c in p], [c[order] for c in t], g[order]
+    out, n = np.full((len(methods), n_groups, len(p)), np.nan), np.zeros((n_groups, len(p)), np.int64)
+    def block(blk):                             # many cross-sections; numpy releases the GIL in its sorts and loops
+        a, b, rs, re = blk
+        out[:, a:b], n[a:b] = _ic_block([c[rs:re] for c in p], [c[rs:re] for c in t], g[rs:re] - a, int(b - a), min_stocks, methods)
+    with ThreadPoolExecutor(min(THREADS, len(blocks)) or 1) as ex: list(ex.map(block, blocks))
     return out, n
 
 # %% ../nbs/06_metrics.ipynb #046d32f2
@@ -189,6 +197,10 @@ def cross_section_codes(df: pd.DataFrame, date_col: str = "date", time_col: str 
     if time_col is not None: keys[time_col] = (uniq % 1_000_000).astype(np.int32)
     return codes, keys
 
+def _columns(df: pd.DataFrame, cols: list[str]) -> list[np.ndarray]:
+    "Columns of `df` as float64 arrays, each its own (a view where pandas holds float64 already: no `[rows, K]` copy)."
+    return [df[c].to_numpy(np.float64) for c in cols]
+
 def ic_frame(df: pd.DataFrame, pred_col: str, target_col: str, date_col: str = "date", time_col: str | None = "time",
              min_stocks: int = 10) -> pd.DataFrame:
     "One row per cross-section: its keys, `n` (finite pairs), `ic` and `rank_ic` (NaN where skipped)."
@@ -222,8 +234,7 @@ def ic_table(df: pd.DataFrame, targets: list[str], min_stocks: int = 10, pred_pr
     parts = []
     for split, d in (df.groupby(split_col, sort=True, observed=True) if split_col else [(None, df)]):
         codes, keys = cross_section_codes(d, date_col, time_col, fold_col)
-        P = d[[pred_prefix + t for t in targets]].to_numpy(np.float64)
-        T = d[list(targets)].to_numpy(np.float64)
+        P, T = _columns(d, [pred_prefix + t for t in targets]), _columns(d, list(targets))
         res, n = _ic_numpy(P, T, codes, len(keys), min_stocks)
         for k, t in enumerate(targets):
             parts.append(keys.assign(split=split, target=t, n=n[:, k], ic=res[0, :, k], rank_ic=res[1, :, k]))
@@ -328,8 +339,8 @@ def cross_horizon(df: pd.DataFrame, targets: list[str], metric: str = "rank_ic",
     "Mean daily `metric` (`ic` or `rank_ic`) of each prediction head (rows) against each target (columns)."
     heads = [t for t in targets if pred_prefix + t in df.columns]
     codes, keys = cross_section_codes(df, date_col, time_col)
-    P = np.repeat(df[[pred_prefix + h for h in heads]].to_numpy(np.float64), len(targets), axis=1)
-    T = np.tile(df[list(targets)].to_numpy(np.float64), (1, len(heads)))
+    P = _columns(df, [pred_prefix + h for h in heads for _ in targets])     # every head against every target
+    T = _columns(df, [t for _ in heads for t in targets])
     res = _ic_numpy(P, T, codes, len(keys), min_stocks, ("spearman" if metric == "rank_ic" else "pearson",))[0][0]
     daily = pd.DataFrame(res).groupby(keys[date_col].to_numpy()).mean().mean().to_numpy()
     return pd.DataFrame(daily.reshape(len(heads), len(targets)), index=pd.Index(heads, name="prediction"),

@@ -22,12 +22,14 @@ __all__ = ['log', 'MODELS', 'model_inputs', 'AttentionPool', 'ForecastModel', 'C
 
 # %% ../nbs/04_model.ipynb #ac8abb83
 def model_inputs(x: torch.Tensor, mask: torch.Tensor | None, mask_channels: bool) -> torch.Tensor:
-    "The `[B, T, C]` network input: the features, plus the mask as extra channels when `mask_channels` (C = 2F)."
+    """The `[B, T, C]` network input in float32 (float64 stays): the features with every missing value (NaN or inf
+    in `x`, or False in `mask`) set to 0, plus the observed-mask as extra channels when `mask_channels` (C = 2F)."""
     if x.dim() != 3: raise ValueError(f"x must be [batch, steps, features], got shape {tuple(x.shape)}")
-    if not mask_channels: return x
-    if mask is None: mask = torch.ones_like(x)
-    if mask.shape != x.shape: raise ValueError(f"mask {tuple(mask.shape)} and x {tuple(x.shape)} differ in shape")
-    return torch.cat([x, mask.to(x.dtype)], dim=-1)
+    if mask is not None and mask.shape != x.shape: raise ValueError(f"mask {tuple(mask.shape)} and x {tuple(x.shape)} differ in shape")
+    ok = torch.isfinite(x) if mask is None else torch.isfinite(x) & mask.bool()
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    z = torch.where(ok, x, 0.0).to(dtype)
+    return torch.cat([z, ok.to(dtype)], dim=-1) if mask_channels else z
 
 # %% ../nbs/04_model.ipynb #1e67cadd
 class AttentionPool(nn.Module):

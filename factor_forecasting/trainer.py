@@ -260,7 +260,7 @@ class FoldTrainer:
         return torch.autocast(self.d.device.type, dtype=self.amp_dtype)
 
     def _loss(self, b):
-        with self.autocast(): pred = self.ddp(b.x, b.mask, b.sid)
+        with self.autocast(): pred = self.ddp(b.x, sid=b.sid)
         if len(b) == 0:     # a rank with no cross-section this step still joins the gradient all-reduce
             return pred.float().sum() * 0.0, {}, pred
         loss, parts = self.loss_fn(pred.float(), b.y, b.group, b.weight)
@@ -317,7 +317,7 @@ def evaluate(ft: FoldTrainer, ds) -> dict:
     for b in _batches(ds):
         if len(b) == 0: continue
         b = b.to(ft.d.device, non_blocking=True)
-        with ft.autocast(): pred = ft.model(b.x, b.mask, b.sid).float()
+        with ft.autocast(): pred = ft.model(b.x, sid=b.sid).float()
         for j, rank in enumerate((False, True)):
             ic = cross_section_ic(pred, b.y_raw, b.group, ms, rank=rank).cpu().numpy()
             acc[2 * j * K:(2 * j + 1) * K] += np.nansum(ic, axis=0)
@@ -338,7 +338,7 @@ def predict(ft: FoldTrainer, ds, universe) -> pd.DataFrame | None:
     for b in _batches(ds):
         if len(b) == 0: continue
         b = b.to(ft.d.device, non_blocking=True)
-        with ft.autocast(): pred = ft.model(b.x, b.mask, b.sid).float()
+        with ft.autocast(): pred = ft.model(b.x, sid=b.sid).float()
         for k, v in zip(cols, (b.date, b.time, b.sid, pred, b.y_raw)): cols[k].append(v.cpu().numpy())
     mine = {k: np.concatenate(v) if v else None for k, v in cols.items()}
     parts = [None] * ft.d.world if ft.d.main else None
@@ -363,7 +363,7 @@ def activation_bytes(ft: FoldTrainer, b) -> int:
         return t
     ft.model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ft.autocast():
-        pred = ft.model(b.x, b.mask, b.sid)
+        pred = ft.model(b.x, sid=b.sid)
         ft.loss_fn(pred.float(), b.y, b.group, b.weight)
     return total
 
@@ -387,7 +387,7 @@ def auto_batch_size(ft: FoldTrainer, probe, cross_sections: int) -> tuple[int, s
         try:
             b = _repeat(probe, G)
             ft.model.train()
-            with ft.autocast(): loss = ft.loss_fn(ft.model(b.x, b.mask, b.sid).float(), b.y, b.group, b.weight)[0]
+            with ft.autocast(): loss = ft.loss_fn(ft.model(b.x, sid=b.sid).float(), b.y, b.group, b.weight)[0]
             loss.backward(); ft.model.zero_grad(set_to_none=True)
             break
         except torch.cuda.OutOfMemoryError:
@@ -460,9 +460,10 @@ def train_fold(ft: FoldTrainer, pos: Position, train_ds, valid_ds, G: int, ckpt_
     steps_per_epoch = len(train_ds) // tc.grad_accum
     t_log, n_log = time.time(), 0.0
     while not pos.done:
-        train_ds.set_epoch(pos.epoch)
+        skip = pos.step_in_epoch * tc.grad_accum                  # resume mid-epoch: the taken steps come as None
+        train_ds.set_epoch(pos.epoch, skip=skip)
         batches = _batches(train_ds)
-        for _ in range(pos.step_in_epoch * tc.grad_accum): next(batches)      # resume mid-epoch: same order, skip taken steps
+        for _ in range(skip): next(batches)
         while pos.step_in_epoch < steps_per_epoch:
             micro = [next(batches).to(d.device, non_blocking=True) for _ in range(tc.grad_accum)]
             out = ft.step(micro)

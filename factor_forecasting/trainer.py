@@ -68,7 +68,12 @@ def init_distributed(device: str = "auto") -> Dist:
     dev = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda: torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None)
+        # a restart under `torchrun --max-restarts` may meet the store of the attempt it replaces: give each attempt its
+        # own key space, or a rank can read a dead peer's address and fail to connect
+        store, _, _ = next(dist.rendezvous("env://", rank, world))
+        store = dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world,
+                                device_id=dev if cuda else None)
     return Dist(rank, world, local, dev)
 
 def all_sum(values, d: Dist) -> list[float]:

@@ -4,6 +4,8 @@
   with the same command ends with a predictions.parquet bitwise equal to an uninterrupted run;
 - no leakage: scrambling the targets from fold 0's first test day onwards leaves fold 0's predictions unchanged
   (and does change the fold that trains on them, so the test can fail);
+- crash restart: under `torchrun --max_restarts=1`, SIGKILLing one rank mid-training restarts the job, which resumes from
+  its checkpoint and ends with the same predictions;
 - DDP: 2 processes x 1 micro-batch and 1 process x 2 accumulated micro-batches give the same parameters.
 """
 import contextlib
@@ -99,6 +101,21 @@ def test_kill_and_resume_is_bitwise_identical(tiny):
     ref, got = preds(d, "ref"), preds(d, "killed")
     pd.testing.assert_frame_equal(got, ref, check_exact=True)
     assert (d / "runs" / "killed" / "predictions.parquet").read_bytes() == (d / "runs" / "ref" / "predictions.parquet").read_bytes()
+
+
+def test_crashed_rank_restarts_and_resumes(tiny):
+    d, cfg, _ = tiny
+    run_dir = d / "runs" / "crashed"
+    p = torchrun(cfg, "crashed", max_restarts=1)
+    training_started(run_dir, time.time(), p)
+    time.sleep(0.5)
+    assert p.poll() is None, "the run finished before a rank could crash"
+    rank1 = [w for w in psutil.Process(p.pid).children(recursive=True) if w.environ().get("RANK") == "1"]
+    assert len(rank1) == 1, rank1
+    rank1[0].send_signal(signal.SIGKILL)                            # one worker dies; torchrun restarts the group
+    out = finish(p)
+    assert (run_dir / "metrics.jsonl").read_text().count('"message": "resuming') == 1, out[-3000:]
+    pd.testing.assert_frame_equal(preds(d, "crashed"), preds(d, "ref"), check_exact=True)
 
 
 def test_scrambled_future_targets_do_not_change_earlier_predictions(tiny):

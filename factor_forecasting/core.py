@@ -65,6 +65,7 @@ class DataConfig:
     standardize_targets: bool = True       # cross-sectionally z-score targets for the loss (raw kept for metrics)
     stocks_per_cross_section: Optional[int] = None  # subsample stocks per cross-section in training; null = all
     memory_budget_gb: float = 4.0          # resident chunk budget: smaller datasets are cached, larger stream
+    cache_dir: Optional[str] = None        # keep each day's normalized arrays here (a later run or fold reads them back); null = off
     num_workers: int = 0                   # loader worker processes per rank
 
 @dataclass

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -18,15 +20,15 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .core import Config, ConfigError, DataConfig, InputError
+from .core import Config, ConfigError, DataConfig, InputError, atomic_target
 from .schema import DatasetScan, day_files, scan_dataset, sid_array, read_parquet
 
 log = logging.getLogger("factor_forecasting.loader")
 
 # %% auto #0
-__all__ = ['log', 'trading_days', 'split_days', 'Universe', 'Panel', 'open_panel', 'normalize_cross_sections', 'feature_dtype',
-           'standardize_targets', 'Chunk', 'build_chunk', 'Batch', 'gather_batch', 'partition', 'batch_counts',
-           'round_robin_share', 'PanelDataset', 'make_loader']
+__all__ = ['log', 'CACHE_VERSION', 'trading_days', 'split_days', 'Universe', 'Panel', 'open_panel', 'normalize_cross_sections',
+           'feature_dtype', 'standardize_targets', 'DayArrays', 'day_cache_path', 'load_day', 'Chunk', 'build_chunk',
+           'Batch', 'gather_batch', 'partition', 'batch_counts', 'round_robin_share', 'PanelDataset', 'make_loader']
 
 # %% ../nbs/03_loader.ipynb #a68f3d87
 def trading_days(path, start: int | None = None, end: int | None = None) -> list[int]:
@@ -134,6 +136,82 @@ def standardize_targets(y: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
     z = (y - mean) / torch.where(std > 0, std, torch.inf)
     return torch.where(ok, z.clamp(-clip, clip), torch.nan)
 
+# %% ../nbs/03_loader.ipynb #9ef8fe3c
+CACHE_VERSION = 1
+
+def _columns_np(t: pa.Table, names: list[str]) -> np.ndarray:
+    "Columns of `t` as one float32 [rows, len(names)] array (null -> NaN)."
+    out = np.empty((t.num_rows, len(names)), np.float32)
+    for i, c in enumerate(names): out[:, i] = t.column(c).to_numpy(zero_copy_only=False)
+    return out
+
+@dataclass
+class DayArrays:
+    "One day file, read and normalized: the unit `build_chunk` assembles and the day cache keeps."
+    stocks: np.ndarray         # int64 [S_d] sorted dense universe index of the day's stocks
+    x: torch.Tensor            # float16/32 [S_d, snapshots, F] normalized features, NaN where missing
+    y: np.ndarray              # float32 [snapshots, S_d, K] raw targets (NaN unknown)
+    w: np.ndarray              # float32 [snapshots, S_d] weights (1 where missing)
+    present: np.ndarray        # bool [snapshots, S_d] the row exists
+    stats: dict                # feature values of existing rows, and how many were missing / infinite
+
+def _read_day(panel: Panel, k: int, dcfg: DataConfig) -> DayArrays:
+    cols, day = panel.columns, panel.scan.days[k]
+    weight = [cols.weight] if cols.weight else []
+    t = read_parquet(day.path, [c for c in (cols.time, cols.sid) if c] + cols.features + cols.targets + weight)[1]
+    ts = np.searchsorted(day.times, t.column(cols.time).to_numpy()) if cols.time else np.zeros(t.num_rows, np.int64)
+    idx = panel.universe.index(t.column(cols.sid))
+    stocks = np.unique(idx)
+    s_idx = np.searchsorted(stocks, idx)
+    N, S, F, K = len(day.times), len(stocks), len(cols.features), len(cols.targets)
+    raw = np.full((N, S, F), np.nan, np.float32); raw[ts, s_idx] = _columns_np(t, cols.features)
+    y = np.full((N, S, K), np.nan, np.float32); y[ts, s_idx] = _columns_np(t, cols.targets)
+    w = np.ones((N, S), np.float32)
+    if cols.weight:
+        wv = _columns_np(t, weight)[:, 0]
+        w[ts, s_idx] = np.where(np.isfinite(wv), wv, 1.0)
+    present = np.zeros((N, S), bool); present[ts, s_idx] = True
+    xt = torch.from_numpy(raw).permute(0, 2, 1).contiguous()           # [snapshot, feature, stock]: stocks last for the medians
+    z, ok = normalize_cross_sections(xt, dcfg.normalize, dcfg.clip)
+    rows = torch.from_numpy(present).unsqueeze(1)                      # missing values of existing rows, not absent rows
+    stats = {"values": int(present.sum()) * F, "missing": int((~ok & rows).sum()), "inf": int((torch.isinf(xt) & rows).sum())}
+    x = z.permute(2, 0, 1).to(feature_dtype(dcfg)).contiguous()        # [stock, snapshot, feature]
+    return DayArrays(stocks, x, y, w, present, stats)
+
+def day_cache_path(panel: Panel, k: int, dcfg: DataConfig) -> Path | None:
+    "Where the day cache keeps day `k`'s arrays (None when `data.cache_dir` is not set)."
+    if dcfg.cache_dir is None: return None
+    cols, day = panel.columns, panel.scan.days[k]
+    st = day.path.stat()
+    key = [CACHE_VERSION, str(day.path.resolve()), st.st_size, st.st_mtime_ns, cols.time, cols.sid, cols.features, cols.targets,
+           cols.weight, dcfg.normalize, dcfg.clip, str(feature_dtype(dcfg))]
+    return Path(dcfg.cache_dir) / f"{day.date}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]}.npz"
+
+def _load_cached(path: Path, panel: Panel) -> DayArrays | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            a = {k: f[k] for k in ("sids", "x", "y", "w", "present", "stats")}
+    except FileNotFoundError: return None
+    except Exception as e:                                             # truncated, corrupt, foreign: rebuild it
+        log.warning("day cache %s unreadable (%s: %s): rebuilding it from the day file", path, type(e).__name__, e)
+        return None
+    v, m, i = (int(s) for s in a["stats"])
+    return DayArrays(panel.universe.index(a["sids"]), torch.from_numpy(a["x"]), a["y"], a["w"], a["present"],
+                     {"values": v, "missing": m, "inf": i})
+
+def load_day(panel: Panel, k: int, dcfg: DataConfig) -> DayArrays:
+    "Day `k` of the panel as `DayArrays`: from the day cache when it holds it, else read, normalized (and cached)."
+    path = day_cache_path(panel, k, dcfg)
+    if path is not None and (a := _load_cached(path, panel)) is not None: return a
+    a = _read_day(panel, k, dcfg)
+    if path is not None:
+        with atomic_target(path) as tmp, open(tmp, "wb") as f:
+            sids = panel.universe.ids_of(a.stocks)
+            np.savez(f, sids=sids.astype(str) if sids.dtype == object else sids, x=a.x.numpy(), y=a.y, w=a.w, present=a.present,
+                     stats=np.array([a.stats["values"], a.stats["missing"], a.stats["inf"]], np.int64))
+    return a
+
+
 # %% ../nbs/03_loader.ipynb #86db7181
 @dataclass
 class Chunk:
@@ -161,12 +239,6 @@ class Chunk:
         return Chunk(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 # %% ../nbs/03_loader.ipynb #89a4a1fd
-def _columns_np(t: pa.Table, names: list[str]) -> np.ndarray:
-    "Columns of `t` as one float32 [rows, len(names)] array (null -> NaN)."
-    out = np.empty((t.num_rows, len(names)), np.float32)
-    for i, c in enumerate(names): out[:, i] = t.column(c).to_numpy(zero_copy_only=False)
-    return out
-
 def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: int | None = None) -> Chunk:
     "Read `days` (consecutive in the panel) and the `seq_len - 1` snapshots before them into a `Chunk` (CPU)."
     cols, scan = panel.columns, panel.scan
@@ -178,48 +250,28 @@ def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: in
     while n < H and own[0] - len(hist) > 0:
         hist.insert(0, own[0] - len(hist) - 1); n += len(scan.days[hist[0]].times)
     P = sum(len(scan.days[k].times) for k in own)
-    stocks = np.unique(np.concatenate([panel.day_stocks[k] for k in hist + own]))
+    arrays = [load_day(panel, k, dcfg) for k in hist + own]
+    stocks = np.unique(np.concatenate([a.stocks for a in arrays]))
     S = len(stocks)
-    raw = np.full((H + P, S, F), np.nan, np.float32)
+    x = torch.full((S, H + P, F), torch.nan, dtype=feature_dtype(dcfg))
     y = np.full((P, S, K), np.nan, np.float32); w = np.ones((P, S), np.float32); present = np.zeros((P, S), bool)
+    stats = {"values": 0, "missing": 0, "inf": 0}
     slot = H - n                                            # time slot of the first history snapshot (may be < 0: dropped)
-    for k in hist + own:
-        day, is_own = scan.days[k], k in own
-        need = cols.features + (cols.targets + ([cols.weight] if cols.weight else []) if is_own else [])
-        t = read_parquet(day.path, [c for c in (cols.time, cols.sid) if c] + need)[1]
-        ts = np.searchsorted(day.times, t.column(cols.time).to_numpy()) if cols.time else np.zeros(t.num_rows, np.int64)
-        s_idx = np.searchsorted(stocks, panel.universe.index(t.column(cols.sid)))
-        r = slot + ts
-        keep = r >= 0
-        raw[r[keep], s_idx[keep]] = _columns_np(t, cols.features)[keep]
-        if is_own:
-            p = r - H
-            y[p, s_idx] = _columns_np(t, cols.targets)
-            if cols.weight:
-                wv = _columns_np(t, [cols.weight])[:, 0]
-                w[p, s_idx] = np.where(np.isfinite(wv), wv, 1.0)
-            present[p, s_idx] = True
-        slot += len(day.times)
-    # normalize a few time slots at a time ([slots, feature, stock]: stocks last for the medians) and write each block
-    # straight into the stock-major result: the temporaries stay small enough to be reused instead of page-faulted
-    rawt, L = torch.from_numpy(raw), H + P
-    z = torch.empty(S, L, F, dtype=feature_dtype(dcfg))
-    prow = torch.from_numpy(np.concatenate([np.zeros((H, S), bool), present])).unsqueeze(1)   # [L, 1, S] a row exists
-    stats = {"values": int(present.sum()) * F, "missing": 0, "inf": 0}
-    step = max(1, 2**20 // max(S * F, 1))                   # ~4 MB of float32 per block
-    for a in range(0, L, step):
-        xb, pb = rawt[a:a + step].permute(0, 2, 1).contiguous(), prow[a:a + step]
-        zb, mb = normalize_cross_sections(xb, dcfg.normalize, dcfg.clip)
-        stats["missing"] += int((~mb & pb).sum()); stats["inf"] += int((torch.isinf(xb) & pb).sum())
-        z[:, a:a + step] = zb.permute(2, 0, 1)
-    del raw, rawt
-    yr = torch.from_numpy(y)
+    for k, a in zip(hist + own, arrays):
+        N, lo = len(scan.days[k].times), max(0, -slot)
+        s_idx = np.searchsorted(stocks, a.stocks)
+        x[:, slot + lo:slot + N].index_copy_(0, torch.from_numpy(s_idx), a.x[:, lo:])
+        if k in own:
+            p = slot - H
+            y[p:p + N, s_idx], w[p:p + N, s_idx], present[p:p + N, s_idx] = a.y, a.w, a.present
+            for key in stats: stats[key] += a.stats[key]
+        slot += N
+    yr, pt = torch.from_numpy(y), torch.from_numpy(present)
     ys = standardize_targets(yr.permute(0, 2, 1), dcfg.clip).permute(0, 2, 1).contiguous() if dcfg.standardize_targets else yr.clone()
-    pt = torch.from_numpy(present)
     dates = np.concatenate([np.full(len(scan.days[k].times), scan.days[k].date, np.int32) for k in own])
     times = np.concatenate([scan.days[k].times for k in own]).astype(np.int32)
-    return Chunk(list(days), dates, times, torch.from_numpy(stocks), z,
-                 ys, yr, torch.from_numpy(w), pt, pt & torch.isfinite(yr).any(-1), stats)
+    return Chunk(list(days), dates, times, torch.from_numpy(stocks), x, ys, yr, torch.from_numpy(w), pt,
+                 pt & torch.isfinite(yr).any(-1), stats)
 
 # %% ../nbs/03_loader.ipynb #cd4a25e0
 @dataclass

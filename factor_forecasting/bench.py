@@ -108,7 +108,7 @@ def bench_metrics(stocks: int = 3000, cross_sections: int = 2000, targets: int =
 # %% ../nbs/12_bench.ipynb #e46ef1b3
 BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}  # dense, per GPU
 
-def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup: int = 5) -> dict:
+def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup: int = 5) -> dict:
     "Bare training steps vs the trainer's full steps on the same model and batches (see above)."
     import itertools, json as _json, math, tempfile
     from pathlib import Path
@@ -137,22 +137,23 @@ def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup:
         meta = (len(panel.columns.features), len(panel.universe))
         # (a) bare: the same batches, already on the device
         batches = [b.to(d.device) for b in itertools.islice(iter(mk(days, True)), (warmup + steps) * accum)]
-        torch.manual_seed(0)
-        model = build_model(cfg, *meta).to(d.device)
-        ft = FoldTrainer(cfg, d, model, total_steps=warmup + steps)       # for its loss, autocast and optimizer settings
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
-        def bare_step(micro):
-            for b in micro:
-                with ft.autocast(): pred = model(b.x, sid=b.sid)
-                (ft.loss_fn(pred.float(), b.y, b.group, b.weight)[0] / accum).backward()
-            opt.step(); opt.zero_grad(set_to_none=True)
         sync = torch.cuda.synchronize if d.device.type == "cuda" else (lambda: None)
-        for i in range(warmup): bare_step(batches[i * accum:(i + 1) * accum])
-        sync(); t0 = time.perf_counter()
-        for i in range(warmup, warmup + steps): bare_step(batches[i * accum:(i + 1) * accum])
-        sync(); bare_s = time.perf_counter() - t0
+        def bare() -> float:
+            torch.manual_seed(0)
+            model = build_model(cfg, *meta).to(d.device)
+            ft = FoldTrainer(cfg, d, model, total_steps=warmup + steps)   # for its loss, autocast and optimizer settings
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
+            def step(micro):
+                for b in micro:
+                    with ft.autocast(): pred = model(b.x, sid=b.sid)
+                    (ft.loss_fn(pred.float(), b.y, b.group, b.weight)[0] / accum).backward()
+                opt.step(); opt.zero_grad(set_to_none=True)
+            for i in range(warmup): step(batches[i * accum:(i + 1) * accum])
+            sync(); t0 = time.perf_counter()
+            for i in range(warmup, warmup + steps): step(batches[i * accum:(i + 1) * accum])
+            sync(); return time.perf_counter() - t0
+        bare_before = bare()
         samples = sum(len(b) for b in batches[warmup * accum:]) * d.world
-        del ft, opt, model
         # (b) the trainer's loop on a fresh model, loader, DDP and telemetry
         cfg.run_dir.joinpath("checkpoints").mkdir(parents=True)
         torch.manual_seed(0)
@@ -164,10 +165,13 @@ def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup:
         t = {r["step"]: r["time"] for r in map(_json.loads, (cfg.run_dir / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"}
         trainer_s = t[warmup + steps] - t[warmup]
+        bare_after = bare()                          # the reference on both sides of (b): a machine's drift cancels
+        bare_s = (bare_before + bare_after) / 2
         out = {"config": config, "device": str(d.device), "world_size": d.world, "steps": steps,
                "cross_sections_per_step": G * accum * d.world, "samples": samples,
                "bare_samples_per_s": samples / bare_s, "trainer_samples_per_s": samples / trainer_s,
-               "ratio": bare_s / trainer_s, "flops_per_sample": ft.model.flops_per_sample()}
+               "ratio": bare_s / trainer_s, "bare_spread": abs(bare_before - bare_after) / bare_s,
+               "flops_per_sample": ft.model.flops_per_sample()}
         if d.device.type == "cuda":
             name = torch.cuda.get_device_name(d.device)
             peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in name), None)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -50,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ff` console script."
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    if extra and hasattr(ns, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        ns.overrides = [*(ns.overrides or []), *extra]      # `ff train cpu_demo --fresh k=v`: overrides after a flag
+    elif extra: parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(ns, "_run"):
         getattr(ns, "_parser", parser).print_help()
         return 2
@@ -59,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"ff: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                     # `ff ... | head` stopped reading: end quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit's flush cannot raise again
+        return 1
 
 # %% ../nbs/11_cli.ipynb #4d8aa87e
 def _config_args(p):
@@ -278,7 +285,7 @@ def train_cmd(ns) -> int:
 def _bench_train_args(p):
     p.add_argument("config", nargs="?", default="cpu_demo", help="preset name or YAML path (default cpu_demo)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden=64 trainer.batch_size=16")
-    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
+    p.add_argument("--steps", type=int, default=40, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -137,7 +136,7 @@ def standardize_targets(y: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
     return torch.where(ok, z.clamp(-clip, clip), torch.nan)
 
 # %% ../nbs/03_loader.ipynb #9ef8fe3c
-CACHE_VERSION = 1
+CACHE_VERSION = 1      # bump when `_read_day` or `normalize_cross_sections` change what they compute
 
 def _columns_np(t: pa.Table, names: list[str]) -> np.ndarray:
     "Columns of `t` as one float32 [rows, len(names)] array (null -> NaN)."
@@ -184,20 +183,20 @@ def day_cache_path(panel: Panel, k: int, dcfg: DataConfig) -> Path | None:
     cols, day = panel.columns, panel.scan.days[k]
     st = day.path.stat()
     key = [CACHE_VERSION, str(day.path.resolve()), st.st_size, st.st_mtime_ns, cols.time, cols.sid, cols.features, cols.targets,
-           cols.weight, dcfg.normalize, dcfg.clip, str(feature_dtype(dcfg))]
+           cols.weight, dcfg.normalize, dcfg.clip, str(feature_dtype(dcfg)), torch.__version__]   # torch: its nanmedian
     return Path(dcfg.cache_dir) / f"{day.date}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]}.npz"
 
 def _load_cached(path: Path, panel: Panel) -> DayArrays | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             a = {k: f[k] for k in ("sids", "x", "y", "w", "present", "stats")}
+        v, m, i = (int(s) for s in a["stats"])
+        return DayArrays(panel.universe.index(a["sids"]), torch.from_numpy(a["x"]), a["y"], a["w"], a["present"],
+                         {"values": v, "missing": m, "inf": i})
     except FileNotFoundError: return None
     except Exception as e:                                             # truncated, corrupt, foreign: rebuild it
         log.warning("day cache %s unreadable (%s: %s): rebuilding it from the day file", path, type(e).__name__, e)
         return None
-    v, m, i = (int(s) for s in a["stats"])
-    return DayArrays(panel.universe.index(a["sids"]), torch.from_numpy(a["x"]), a["y"], a["w"], a["present"],
-                     {"values": v, "missing": m, "inf": i})
 
 def load_day(panel: Panel, k: int, dcfg: DataConfig) -> DayArrays:
     "Day `k` of the panel as `DayArrays`: from the day cache when it holds it, else read, normalized (and cached)."
@@ -205,10 +204,13 @@ def load_day(panel: Panel, k: int, dcfg: DataConfig) -> DayArrays:
     if path is not None and (a := _load_cached(path, panel)) is not None: return a
     a = _read_day(panel, k, dcfg)
     if path is not None:
-        with atomic_target(path) as tmp, open(tmp, "wb") as f:
-            sids = panel.universe.ids_of(a.stocks)
-            np.savez(f, sids=sids.astype(str) if sids.dtype == object else sids, x=a.x.numpy(), y=a.y, w=a.w, present=a.present,
-                     stats=np.array([a.stats["values"], a.stats["missing"], a.stats["inf"]], np.int64))
+        try:
+            with atomic_target(path) as tmp, open(tmp, "wb") as f:
+                sids = panel.universe.ids_of(a.stocks)
+                np.savez(f, sids=sids.astype(str) if sids.dtype == object else sids, x=a.x.numpy(), y=a.y, w=a.w,
+                         present=a.present, stats=np.array([a.stats["values"], a.stats["missing"], a.stats["inf"]], np.int64))
+        except OSError as e:                                           # a full or read-only disk costs speed, not the run
+            log.warning("day cache: cannot write %s (%s: %s); going on without caching it", path, type(e).__name__, e)
     return a
 
 
@@ -321,12 +323,12 @@ def _windows(t: torch.Tensor, T: int) -> torch.Tensor:
     return t.reshape(-1).unfold(0, T * F, F)
 
 def gather_batch(parts: list[tuple[Chunk, int, torch.Tensor]], seq_len: int, n_features: int, n_targets: int, device="cpu",
-                 buffers: _WindowBuffers | None = None) -> Batch:
+                 buffers: _WindowBuffers | None = None, dtype: torch.dtype | None = None) -> Batch:
     "Windows and labels of the cross-sections `parts` = [(chunk, own slot j, local stock indices)] (may be empty)."
     T, F, K, dev = seq_len, n_features, n_targets, torch.device(device)
     sizes = [len(s) for _, _, s in parts]
     B = sum(sizes)
-    dtype = parts[0][0].x.dtype if parts else torch.float32
+    dtype = dtype or (parts[0][0].x.dtype if parts else torch.float32)    # an empty (padding) batch: the dataset's dtype
     x = buffers.take(B, T, F, dtype) if buffers is not None and dev.type == "cpu" else torch.empty(B, T, F, dtype=dtype, device=dev)
     x2 = x.view(B, T * F)
     ys, yr, w, sid = [], [], [], []
@@ -396,7 +398,7 @@ class PanelDataset(IterableDataset):
         if cross_sections_per_batch is None:
             if cfg.trainer.batch_size == "auto": raise ConfigError("`trainer.batch_size: auto` must be resolved before building the loader")
             cross_sections_per_batch = -(-cfg.trainer.batch_size // (world_size * cfg.trainer.grad_accum))
-        self.G = int(cross_sections_per_batch)
+        self.G, self.grad_accum = int(cross_sections_per_batch), max(1, cfg.trainer.grad_accum)
         self.panel = open_panel(d)
         self.universe, self.columns = self.panel.universe, self.panel.columns
         days = sorted(self.panel.dates if days is None else days)
@@ -430,7 +432,7 @@ class PanelDataset(IterableDataset):
         return np.flatnonzero((s.trainable if self.train else s.counts) > 0)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        "Iterate epoch `epoch` next; its first `skip` batches (a resumed run's taken steps) come as `None`, never read or gathered."
+        "Iterate epoch `epoch` next (until the next call); its first `skip` batches (a resumed run's taken steps) come as `None`, never read or gathered."
         self.epoch, self.skip = int(epoch), int(skip)
     def __len__(self) -> int: return self.steps_per_epoch
 
@@ -467,7 +469,8 @@ class PanelDataset(IterableDataset):
         if info is None and self.device.type == "cpu":           # workers send batches via shared memory instead
             k = self.dcfg.stocks_per_cross_section if self.train else None
             widest = max(len(s) for s in self.panel.day_stocks)
-            buffers = _WindowBuffers(capacity=self.G * min(widest, k or widest) * self.seq_len * len(self.columns.features))
+            buffers = _WindowBuffers(size=2 * self.grad_accum,       # a trainer holds a step's micro-batches while it gathers the next
+                                     capacity=self.G * min(widest, k or widest) * self.seq_len * len(self.columns.features))
         else: buffers = None
         nb = int(self.worker_batches[self.rank, wid])
         pos = [self.panel.pos[x] for x in days]
@@ -499,7 +502,8 @@ class PanelDataset(IterableDataset):
                 key, j = xs[i]
                 ch = self._chunk(key)
                 parts.append((ch, j, self._select(ch, j)))
-            yield gather_batch(parts, self.seq_len, len(self.columns.features), len(self.columns.targets), self.device, buffers)
+            yield gather_batch(parts, self.seq_len, len(self.columns.features), len(self.columns.targets), self.device, buffers,
+                               self.feature_dtype)
             for i in part:
                 key = xs[i][0]; left[key] -= 1
                 if left[key] == 0 and not cached: self._cache.pop(key, None)

@@ -108,7 +108,7 @@ def _ic_block(p: list[np.ndarray], t: list[np.ndarray], g: np.ndarray, n_groups:
     return out, counts
 
 CHUNK_ROWS = 1 << 17
-THREADS = min(8, os.cpu_count() or 1)   # blocks worked on at once
+THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)   # blocks at once
 
 def _sorted_blocks(g: np.ndarray, n_groups: int, chunk_rows: int):
     "The permutation sorting rows by code (None if sorted) and blocks `(a, b, rs, re)`: groups a..b-1 in sorted rows rs..re-1."
@@ -130,7 +130,10 @@ def _ic_numpy(p, t, g: np.ndarray, n_groups: int, min_stocks: int,
     def block(blk):                             # many cross-sections; numpy releases the GIL in its sorts and loops
         a, b, rs, re = blk
         out[:, a:b], n[a:b] = _ic_block([c[rs:re] for c in p], [c[rs:re] for c in t], g[rs:re] - a, int(b - a), min_stocks, methods)
-    with ThreadPoolExecutor(min(THREADS, len(blocks)) or 1) as ex: list(ex.map(block, blocks))
+    if min(THREADS, len(blocks)) <= 1:        # one block (a training batch's evaluation): no pool to start
+        for blk in blocks: block(blk)
+    else:
+        with ThreadPoolExecutor(min(THREADS, len(blocks))) as ex: list(ex.map(block, blocks))
     return out, n
 
 # %% ../nbs/06_metrics.ipynb #046d32f2

@@ -9,6 +9,8 @@ import functools
 import hashlib
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -25,9 +27,10 @@ from .schema import DatasetScan, day_files, scan_dataset, sid_array, read_parque
 log = logging.getLogger("factor_forecasting.loader")
 
 # %% auto #0
-__all__ = ['log', 'CACHE_VERSION', 'trading_days', 'split_days', 'Universe', 'Panel', 'open_panel', 'normalize_cross_sections',
-           'feature_dtype', 'standardize_targets', 'DayArrays', 'day_cache_path', 'load_day', 'Chunk', 'build_chunk',
-           'Batch', 'gather_batch', 'partition', 'batch_counts', 'round_robin_share', 'PanelDataset', 'make_loader']
+__all__ = ['log', 'CACHE_VERSION', 'READ_THREADS', 'trading_days', 'split_days', 'Universe', 'Panel', 'open_panel',
+           'normalize_cross_sections', 'feature_dtype', 'standardize_targets', 'DayArrays', 'day_cache_path',
+           'load_day', 'Chunk', 'build_chunk', 'Batch', 'gather_batch', 'partition', 'batch_counts',
+           'round_robin_share', 'PanelDataset', 'make_loader']
 
 # %% ../nbs/03_loader.ipynb #a68f3d87
 def trading_days(path, start: int | None = None, end: int | None = None) -> list[int]:
@@ -241,6 +244,8 @@ class Chunk:
         return Chunk(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 # %% ../nbs/03_loader.ipynb #89a4a1fd
+READ_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)   # days at once
+
 def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: int | None = None) -> Chunk:
     "Read `days` (consecutive in the panel) and the `seq_len - 1` snapshots before them into a `Chunk` (CPU)."
     cols, scan = panel.columns, panel.scan
@@ -252,7 +257,9 @@ def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: in
     while n < H and own[0] - len(hist) > 0:
         hist.insert(0, own[0] - len(hist) - 1); n += len(scan.days[hist[0]].times)
     P = sum(len(scan.days[k].times) for k in own)
-    arrays = [load_day(panel, k, dcfg) for k in hist + own]
+    uncached = sum(p is None or not p.exists() for p in (day_cache_path(panel, k, dcfg) for k in hist + own))
+    with ThreadPoolExecutor(max(1, min(READ_THREADS, uncached))) as ex:     # reading and normalizing release the GIL;
+        arrays = list(ex.map(lambda k: load_day(panel, k, dcfg), hist + own))  # loading cached days is quicker serial
     stocks = np.unique(np.concatenate([a.stocks for a in arrays]))
     S = len(stocks)
     x = torch.full((S, H + P, F), torch.nan, dtype=feature_dtype(dcfg))

@@ -27,7 +27,7 @@ import yaml
 __all__ = ['TARGETS', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
            'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'config_from_dict', 'config_to_dict',
            'parse_override', 'list_presets', 'load_config', 'atomic_target', 'save_config', 'pipeline_path',
-           'seed_everything', 'env_rank', 'setup_logging']
+           'seed_everything', 'usable_cpus', 'env_rank', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #3bc3072b
 TARGETS = ["intra30m", "nextT1d", "ema1d"]
@@ -363,6 +363,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+def usable_cpus() -> int:
+    "CPUs this process may run on (its affinity mask where the OS has one, so a container's or `taskset`'s limit counts)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 def env_rank() -> int:
     "This process's global rank under torchrun (0 when not distributed)."

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .core import Config, ConfigError, DataConfig, InputError, atomic_target
+from .core import Config, ConfigError, DataConfig, InputError, atomic_target, usable_cpus
 from .schema import DatasetScan, day_files, scan_dataset, sid_array, read_parquet
 
 log = logging.getLogger("factor_forecasting.loader")
@@ -203,7 +202,9 @@ def _load_cached(path: Path, panel: Panel) -> DayArrays | None:
 
 def load_day(panel: Panel, k: int, dcfg: DataConfig) -> DayArrays:
     "Day `k` of the panel as `DayArrays`: from the day cache when it holds it, else read, normalized (and cached)."
-    path = day_cache_path(panel, k, dcfg)
+    return _load_day(panel, k, day_cache_path(panel, k, dcfg), dcfg)
+
+def _load_day(panel: Panel, k: int, path: Path | None, dcfg: DataConfig) -> DayArrays:
     if path is not None and (a := _load_cached(path, panel)) is not None: return a
     a = _read_day(panel, k, dcfg)
     if path is not None:
@@ -244,7 +245,7 @@ class Chunk:
         return Chunk(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 # %% ../nbs/03_loader.ipynb #89a4a1fd
-READ_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)   # days at once
+READ_THREADS = min(4, usable_cpus())   # days read and normalized at once
 
 def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: int | None = None) -> Chunk:
     "Read `days` (consecutive in the panel) and the `seq_len - 1` snapshots before them into a `Chunk` (CPU)."
@@ -257,9 +258,10 @@ def build_chunk(panel: Panel, days: Sequence[int], dcfg: DataConfig, seq_len: in
     while n < H and own[0] - len(hist) > 0:
         hist.insert(0, own[0] - len(hist) - 1); n += len(scan.days[hist[0]].times)
     P = sum(len(scan.days[k].times) for k in own)
-    uncached = sum(p is None or not p.exists() for p in (day_cache_path(panel, k, dcfg) for k in hist + own))
+    paths = [day_cache_path(panel, k, dcfg) for k in hist + own]
+    uncached = sum(p is None or not p.exists() for p in paths)
     with ThreadPoolExecutor(max(1, min(READ_THREADS, uncached))) as ex:     # reading and normalizing release the GIL;
-        arrays = list(ex.map(lambda k: load_day(panel, k, dcfg), hist + own))  # loading cached days is quicker serial
+        arrays = list(ex.map(lambda kp: _load_day(panel, *kp, dcfg), zip(hist + own, paths)))   # cached days: quicker serial
     stocks = np.unique(np.concatenate([a.stocks for a in arrays]))
     S = len(stocks)
     x = torch.full((S, H + P, F), torch.nan, dtype=feature_dtype(dcfg))

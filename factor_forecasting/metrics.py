@@ -5,11 +5,12 @@
 # %% ../nbs/06_metrics.ipynb #f0d886e2
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+
+from .core import usable_cpus
 
 # %% auto #0
 __all__ = ['CHUNK_ROWS', 'THREADS', 'SAMPLES', 'HEADLINE', 'cross_section_ic', 'cross_section_rank', 'cross_section_codes',
@@ -108,7 +109,7 @@ def _ic_block(p: list[np.ndarray], t: list[np.ndarray], g: np.ndarray, n_groups:
     return out, counts
 
 CHUNK_ROWS = 1 << 17
-THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)   # blocks at once
+THREADS = min(8, usable_cpus())   # blocks worked on at once
 
 def _sorted_blocks(g: np.ndarray, n_groups: int, chunk_rows: int):
     "The permutation sorting rows by code (None if sorted) and blocks `(a, b, rs, re)`: groups a..b-1 in sorted rows rs..re-1."

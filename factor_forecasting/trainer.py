@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .core import (Config, ConfigError, InputError, atomic_target, config_to_dict, load_config,
-                                     save_config, seed_everything, setup_logging)
+from .core import (Config, ConfigError, InputError, atomic_target, config_to_dict, env_rank,
+                                     load_config, save_config, seed_everything, setup_logging)
 from .rolling import Fold, horizon_days, make_folds
 
 log = logging.getLogger("factor_forecasting.trainer")
@@ -634,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. trainer.lr=3e-4")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run directory's checkpoint")
     ns = p.parse_args(argv)
-    rank = int(os.environ.get("RANK", 0))
+    rank = env_rank()
     try:
         run(load_config(ns.config, ns.overrides), ns.fresh)
         return 0

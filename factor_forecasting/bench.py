@@ -27,7 +27,8 @@ def emit(result: dict, as_json: bool) -> None:
 
 # %% ../nbs/12_bench.ipynb #9534847f
 def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int = 8, features: int = 100,
-                 seq_len: int = 60, batch_size: int = 16, memory_budget_gb: float = 4.0, seed: int = 0) -> dict:
+                 seq_len: int = 60, batch_size: int = 16, memory_budget_gb: float = 4.0, seed: int = 0,
+                 device: str = "cpu") -> dict:
     "Raw parquet decode rate vs the loader's delivered samples/s on the same files (cold, from the day cache, warm); peak RSS."
     import tempfile
     from pathlib import Path
@@ -43,17 +44,18 @@ def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int =
     files = sorted(Path(path).glob("*.parquet"))
     for f in files: pq.read_table(f)                                         # page cache warm for both sides
     t0 = time.perf_counter(); rows = sum(pq.read_table(f).num_rows for f in files); raw_s = time.perf_counter() - t0
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     def epoch(ds, e):
         ds.set_epoch(e)
-        t0, n = time.perf_counter(), 0
+        sync(); t0, n = time.perf_counter(), 0
         for b in ds: n += len(b); assert b.x.shape[1:] == (seq_len, len(ds.columns.features))
-        return n, time.perf_counter() - t0, b.x.element_size() * b.x[0].numel()       # bytes written per window
+        sync(); return n, time.perf_counter() - t0, b.x.element_size() * b.x[0].numel()       # bytes written per window
     with tempfile.TemporaryDirectory() as cache:
         cfg = config_from_dict({"data": {"path": str(path), "seq_len": seq_len, "memory_budget_gb": memory_budget_gb,
                                          "num_workers": 0, "cache_dir": cache},
                                 "trainer": {"batch_size": batch_size}, "run": {"seed": seed}})
-        n, cold_s, _ = epoch(PanelDataset(cfg, trading_days(path)), 0)       # from the files (and filling the day cache)
-        ds = PanelDataset(cfg, trading_days(path))
+        n, cold_s, _ = epoch(PanelDataset(cfg, trading_days(path), device=device), 0)       # from the files (and filling the day cache)
+        ds = PanelDataset(cfg, trading_days(path), device=device)
         _, cached_s, _ = epoch(ds, 1)                                        # a fresh dataset: chunks from the day cache
         _, warm_s, per_sample = epoch(ds, 2)                                 # chunks already in memory
     rate = rows / raw_s
@@ -62,7 +64,8 @@ def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int =
             "samples_per_s_cached": n / cached_s, "samples_per_s_warm": n / warm_s, "ratio": n / cold_s / rate,
             "ratio_cached": n / cached_s / rate, "ratio_warm": n / warm_s / rate, "gather_gb_per_s": n * per_sample / warm_s / 1e9,
             "in_memory": ds.chunk_days >= len(files), "feature_dtype": str(ds.feature_dtype).removeprefix("torch."),
-            "peak_rss_gb": peak_rss_gb(), "memory_budget_gb": memory_budget_gb, "torch_threads": torch.get_num_threads()}
+            "peak_rss_gb": peak_rss_gb(), "memory_budget_gb": memory_budget_gb, "torch_threads": torch.get_num_threads(),
+            "device": str(ds.device)}
 
 # %% ../nbs/12_bench.ipynb #f01b3e6f
 def _bench_panel(stocks: int, cross_sections: int, targets: int, seed: int):
@@ -113,7 +116,7 @@ def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup:
     import itertools, json as _json, math, tempfile
     from pathlib import Path
     import torch
-    from factor_forecasting.core import load_config
+    from factor_forecasting.core import InputError, load_config
     from factor_forecasting.loader import PanelDataset, open_panel
     from factor_forecasting.model import build_model
     from factor_forecasting.rolling import Fold
@@ -137,6 +140,10 @@ def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup:
         meta = (len(panel.columns.features), len(panel.universe))
         # (a) bare: the same batches, already on the device
         batches = [b.to(d.device) for b in itertools.islice(iter(mk(days, True)), (warmup + steps) * accum)]
+        if len(batches) < (warmup + steps) * accum:
+            raise InputError(f"bench train: {cfg.data.path} ({len(panel.dates)} days, {per_day} cross-sections a day) gives "
+                             f"{len(batches) // accum} steps of {G * accum * d.world} cross-sections; --warmup + --steps = "
+                             f"{warmup + steps} are needed: ask for fewer steps, lower trainer.batch_size or use more days")
         sync = torch.cuda.synchronize if d.device.type == "cuda" else (lambda: None)
         def bare() -> float:
             torch.manual_seed(0)

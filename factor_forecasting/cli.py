@@ -186,12 +186,14 @@ def _bench_loader_args(p):
     p.add_argument("--seq-len", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16, help="cross-sections per batch")
     p.add_argument("--memory-budget-gb", type=float, default=4.0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where chunks live and windows are gathered (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 @subcommand("bench loader", "loader samples/s vs raw parquet decode rows/s on the same files, and peak RSS", _bench_loader_args)
 def bench_loader_cmd(ns) -> int:
     from factor_forecasting.bench import bench_loader, emit
-    emit(bench_loader(ns.path, ns.stocks, ns.days, ns.snapshots, ns.features, ns.seq_len, ns.batch_size, ns.memory_budget_gb), ns.json)
+    emit(bench_loader(ns.path, ns.stocks, ns.days, ns.snapshots, ns.features, ns.seq_len, ns.batch_size, ns.memory_budget_gb,
+                      device=ns.device), ns.json)
     return 0
 
 # %% ../nbs/11_cli.ipynb #a3c86bb2

@@ -159,6 +159,7 @@ def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup:
             sync(); t0 = time.perf_counter()
             for i in range(warmup, warmup + steps): step(batches[i * accum:(i + 1) * accum])
             sync(); return time.perf_counter() - t0
+        if d.device.type == "cuda": bare()          # untimed: every batch shape's cuDNN / allocator / compile warm-up
         bare_before = bare()
         samples = sum(len(b) for b in batches[warmup * accum:]) * d.world
         # (b) the trainer's loop on a fresh model, loader, DDP and telemetry

@@ -31,8 +31,8 @@ from .metrics import daily_ic, ic_frame, ic_summary
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SESSION_MINUTES', 'session_times', 'weekdays', 'MarketParams', 'target_weights', 'SyntheticMarket', 'Snapshot',
-           'SynthDay', 'simulate', 'write_synthetic', 'ensure_dataset']
+__all__ = ['log', 'SESSION_MINUTES', 'GENERATOR_VERSION', 'session_times', 'weekdays', 'MarketParams', 'target_weights',
+           'SyntheticMarket', 'Snapshot', 'SynthDay', 'simulate', 'write_synthetic', 'stale_reason', 'ensure_dataset']
 
 # %% ../nbs/01_synthetic.ipynb #6e5fcc0c
 SESSION_MINUTES = 240
@@ -382,7 +382,7 @@ def _scorecard(frames: list[pd.DataFrame]) -> dict:
 def _describe(m: SyntheticMarket) -> dict:
     p, S = m.p, m.S
     return {
-        "synth": dataclasses.asdict(m.cfg), "params": dataclasses.asdict(m.p),
+        "generator_version": GENERATOR_VERSION, "synth": dataclasses.asdict(m.cfg), "params": dataclasses.asdict(m.p),
         "columns": {"date": "int32 YYYYMMDD", "time": "int32 HHMMSS", "sid": "int64 (6-digit codes)",
                     "features": [str(f) for f in range(m.F)], "feature_dtype": "float32",
                     "targets": list(TARGETS), "target_dtype": "float32 (NaN = unknown)",
@@ -421,6 +421,8 @@ def _json_safe(o):
     return o
 
 # %% ../nbs/01_synthetic.ipynb #94df464e
+GENERATOR_VERSION = 2     # bump when the same `SynthConfig` would write different files (meta.json records it)
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
     with atomic_target(path) as tmp: pq.write_table(table, tmp)
 
@@ -467,11 +469,29 @@ def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketPa
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
+def stale_reason(path, synth: SynthConfig) -> str | None:
+    "Why the synthetic market in `path` is not what this package would write for `synth` (None: it is, or it is a user's data)."
+    try: meta = json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError): return None                     # no readable meta.json: not a market this package wrote
+    if not isinstance(meta, dict) or not isinstance(meta.get("synth"), dict): return None
+    version = meta.get("generator_version")
+    if version != GENERATOR_VERSION:
+        return (f"its meta.json records generator version {version}, this package writes version {GENERATOR_VERSION}"
+                if version is not None else f"its meta.json records no generator version (an earlier release wrote it; this "
+                f"package writes version {GENERATOR_VERSION})")
+    diff = [f"{k}={meta['synth'].get(k)!r} (data.synth.{k}={v!r})" for k, v in dataclasses.asdict(synth).items()
+            if meta["synth"].get(k) != v]
+    return f"it was generated with {', '.join(diff)}" if diff else None
+
 def ensure_dataset(cfg: Config) -> Path:
     "`cfg.data.path`, generated from `cfg.data.synth` first if it holds no parquet files yet (safe to call from every rank)."
     path = Path(cfg.data.path)
     has_days = lambda: path.is_dir() and any(path.glob("*.parquet"))
-    if has_days(): return path
+    if has_days():
+        if (why := stale_reason(path, cfg.data.synth)) is not None:
+            log.warning("%s is not the synthetic market this config and package would generate: %s. Using it as it is; "
+                        "delete the directory to generate it afresh", path, why)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)               # concurrent callers wait; the first one generates

@@ -53,8 +53,11 @@ def _sorted_ranks(s: np.ndarray) -> np.ndarray:
     new[:, 0] = True
     np.not_equal(s[:, 1:], s[:, :-1], out=new[:, 1:])
     start = np.flatnonzero(new)
-    length = np.diff(start, append=G * W)
-    return np.repeat(start % W + (length + 1) * 0.5, length).reshape(G, W)
+    rank = start % W + (np.diff(start, append=G * W) + 1) * 0.5      # each run's average rank
+    run = new.astype(np.int64).ravel()            # each cell's run: 0-based index of its `start`
+    np.cumsum(run, out=run)                       # (in int64: a cumsum that casts from bool is ~10x slower)
+    run -= 1
+    return rank.take(run).reshape(G, W)           # a take, not np.repeat: it runs without the GIL, so blocks scale on threads
 
 def _row_ranks(m: np.ndarray) -> np.ndarray:
     "Average ranks (1-based, ties averaged) of each row of `m`; `+inf` padding ranks last."

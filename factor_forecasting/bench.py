@@ -34,8 +34,10 @@ def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int =
     from pathlib import Path
     import pyarrow.parquet as pq
     import torch
-    from factor_forecasting.core import config_from_dict
+    from factor_forecasting.core import ConfigError, config_from_dict
     from factor_forecasting.loader import PanelDataset, trading_days
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"bench loader --device cuda: torch {torch.__version__} sees no GPU on this machine")
     if path is None:
         path = Path("outputs/bench") / f"loader_{stocks}x{days}x{snapshots}x{features}"
         if not any(path.glob("*.parquet")):

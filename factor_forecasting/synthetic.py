@@ -470,7 +470,8 @@ def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketPa
         shutil.rmtree(stage, ignore_errors=True)
 
 def stale_reason(path, synth: SynthConfig) -> str | None:
-    "Why the synthetic market in `path` is not what this package would write for `synth` (None: it is, or it is a user's data)."
+    """Why the synthetic market in `path` is not what this package would write for `synth` (None: it is, or it is a
+    user's data). With the default `synth`, a market of other settings is taken as chosen (`ff data synth --stocks ...`)."""
     try: meta = json.loads((Path(path) / "meta.json").read_text())
     except (OSError, ValueError): return None                     # no readable meta.json: not a market this package wrote
     if not isinstance(meta, dict) or not isinstance(meta.get("synth"), dict): return None
@@ -479,6 +480,7 @@ def stale_reason(path, synth: SynthConfig) -> str | None:
         return (f"its meta.json records generator version {version}, this package writes version {GENERATOR_VERSION}"
                 if version is not None else f"its meta.json records no generator version (an earlier release wrote it; this "
                 f"package writes version {GENERATOR_VERSION})")
+    if synth == SynthConfig(): return None
     diff = [f"{k}={meta['synth'].get(k)!r} (data.synth.{k}={v!r})" for k, v in dataclasses.asdict(synth).items()
             if meta["synth"].get(k) != v]
     return f"it was generated with {', '.join(diff)}" if diff else None

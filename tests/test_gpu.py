@@ -8,7 +8,6 @@ machine with `python -m pytest tests/test_gpu.py`.
 """
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from factor_forecasting.core import config_from_dict
+from factor_forecasting.launch import torchrun_command
 from factor_forecasting.synthetic import write_synthetic
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=f"torch {torch.__version__} sees no CUDA device")
@@ -79,9 +79,7 @@ def test_torchrun_on_gpu_learns_the_planted_signal(market, tmp_path):
                     "warmup_steps": 10, "log_every_steps": 10},
         "rolling": {"train_days": 30, "valid_days": 5, "test_days": 10, "embargo_days": 2, "max_folds": 2},
         "run": {"root": str(tmp_path / "runs"), "name": "gpu", "seed": 1, "log_level": "WARNING"}}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-           "-m", "factor_forecasting.trainer", "--config", str(cfg)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(torchrun_command(str(cfg), nproc_per_node=1), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     run_dir = tmp_path / "runs" / "gpu"
     events = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]

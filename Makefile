@@ -7,7 +7,7 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo lab export clean
+.PHONY: venv export-check test demo lab export clean
 
 venv: $(STAMP)
 
@@ -34,8 +34,11 @@ test: export-check
 demo: $(STAMP)
 	$(VENV)/bin/ff demo
 
+# Jupyter refuses to run as root unless told (containers and CI machines often are root).
+LAB_AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs $(LAB_AS_ROOT)
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean

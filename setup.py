@@ -8,12 +8,15 @@ config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
 cfg = config['DEFAULT']
 
-expected = 'version description keywords author author_email lib_name user license min_python git_url'.split()
+expected = 'version description keywords author author_email lib_name user license min_python git_url pipelines_path'.split()
 for key in expected:
     assert key in cfg, f'settings.ini is missing the expected setting {key!r}'
 
 licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
+# The pipeline notebooks ship in the wheel as `<lib_name>/pipelines/*.ipynb`, built straight from their only source,
+# `pipelines_path` (nbs/pipelines): nothing is copied into the checkout (core.pipeline_path finds either).
+pipelines = cfg['lib_name'] + '.pipelines'
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable']
 
 setuptools.setup(
@@ -31,8 +34,9 @@ setuptools.setup(
         'Programming Language :: Python :: 3',
     ] + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
-    package_data={cfg['lib_name']: cfg.get('package_data', '').split()},
+    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']) + [pipelines],
+    package_dir={pipelines: cfg['pipelines_path']},
+    package_data={cfg['lib_name']: cfg.get('package_data', '').split(), pipelines: ['*.ipynb']},
     include_package_data=True,
     install_requires=shlex.split(cfg.get('requirements', '')),
     extras_require={'dev': shlex.split(cfg.get('dev_requirements', ''))},

@@ -15,9 +15,10 @@ import yaml
 from .core import InputError, config_to_dict, list_presets, load_config
 
 # %% auto #0
-__all__ = ['COMMANDS', 'subcommand', 'build_parser', 'main', 'config_cmd', 'monitor_cmd', 'run_cmd', 'format_check',
-           'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd', 'demo_cmd', 'report_cmd', 'bench_metrics_cmd',
-           'predict_cmd', 'train_cmd', 'bench_train_cmd']
+__all__ = ['COMMANDS', 'subcommand', 'build_parser', 'main', 'config_cmd', 'monitor_cmd', 'run_cmd', 'check_warnings',
+           'format_check', 'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd', 'demo_cmd', 'report_cmd',
+           'bench_metrics_cmd', 'predict_cmd', 'explain_cmd', 'train_cmd', 'bench_train_cmd', 'compare_cmd',
+           'sweep_cmd', 'ensemble_cmd', 'peer_lightgbm_cmd']
 
 # %% ../nbs/11_cli.ipynb #566d4fb5
 COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {}
@@ -90,7 +91,7 @@ def _monitor_args(p):
     p.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between refreshes (default 5)")
 
 @subcommand("monitor", "live view of a run: progress, throughput, ETA, loss, validation IC, memory "
-            "(--once exit status: 0 finished, 1 failed, 2 stalled, 3 running, 4 no heartbeat)", _monitor_args)
+            "(--once exit status: 0 finished, 1 failed, 2 stalled, 3 running, 4 no heartbeat, 5 stopped)", _monitor_args)
 def monitor_cmd(ns) -> int:
     from factor_forecasting.monitor import NO_HEARTBEAT_EXIT, MonitorError, monitor
     try: return monitor(ns.run_dir, once=ns.once, interval=ns.interval)
@@ -103,9 +104,16 @@ def _pipeline_args(p):
     p.add_argument("--config", required=True, metavar="NAME_OR_PATH", help="preset name or YAML path")
     p.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (dotted key, e.g. trainer.epochs=2) or pipeline parameter "
-                        "(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts, report); repeatable")
+                        "(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts, fresh, restart_fold, report); repeatable")
     p.add_argument("--name", metavar="RUN", help="run name: the run directory is run.root/RUN (default: the config's run.name)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run's latest checkpoint")
+    p.add_argument("--restart-fold", action="store_true", help="retrain the fold in progress from its start, discarding its "
+                   "checkpoint (e.g. an unreadable latest.pt); finished folds are kept")
+
+def _pipeline_failed(e) -> int:
+    "Print a failed pipeline's message (`ff: error: ...`, or `ff: stopped by ...`) and return its exit status."
+    print(f"ff: {'' if e.exit_code in (130, 143) else 'error: '}{e}", file=sys.stderr)
+    return e.exit_code
 
 @subcommand("run", "train under torchrun and build the IC report, as an executed papermill pipeline in the run directory",
             _pipeline_args)
@@ -113,10 +121,9 @@ def run_cmd(ns) -> int:
     from factor_forecasting.launch import PipelineFailed, run_pipeline, split_params
     overrides, params = split_params(ns.params)
     if ns.fresh: params["fresh"] = True
+    if ns.restart_fold: params["restart_fold"] = True
     try: run_dir = run_pipeline(ns.config, overrides, ns.name, params)
-    except PipelineFailed as e:
-        print(f"ff: error: {e}", file=sys.stderr)
-        return 1
+    except PipelineFailed as e: return _pipeline_failed(e)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -127,47 +134,86 @@ def _data_check_args(p):
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.sid_col=code data.time_col=null")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
+def _names(names: list, n: int = 5) -> str:
+    return ", ".join(f"`{c}`" for c in names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+def check_warnings(r: dict) -> list[str]:
+    "The findings of a `check_dataset` summary that need a reader's attention, one line each."
+    lc, out = r["leak_check"], []
+    for p in lc["flagged"]:
+        out.append(f"likely leak: feature `{p['feature']}` has a same-row RankIC of {p['rank_ic']:+.3f} with target "
+                   f"`{p['target']}` (|mean| over the cross-sections of {lc['sample_days']} sampled days > {lc['threshold']}): "
+                   "a forward-looking column? declare it in data.label_columns (or data.exclude)")
+    out += [f"feature `{f}`: {n} infinite value(s), treated as missing" for f, n in r["infinite"].items()]
+    if r["all_missing"]: out.append(f"feature(s) {_names(r['all_missing'])} have no finite value in any file")
+    if r["thin_days"]:
+        days = [f"{d} ({n})" for d, n in r["thin_days"].items()]
+        out.append(f"{len(days)} day(s) with a cross-section of fewer than {lc['min_stocks']} stocks (report.min_stocks; the "
+                   f"metrics skip it): {', '.join(days[:5])}" + (f" and {len(days) - 5} more" if len(days) > 5 else ""))
+    for c, where in r["uneven_columns"].items():
+        have, lack = where["present_in"], where["missing_from"]
+        out.append(f"column `{c}` is in {len(have)} of {len(have) + len(lack)} files; " +
+                   (f"only in {', '.join(have[:5])}" if len(have) <= len(lack) else f"missing from {', '.join(lack[:5])}") +
+                   (" ..." if min(len(have), len(lack)) > 5 else ""))
+    if r["label_columns_absent"]:
+        out.append(f"data.label_columns {_names(r['label_columns_absent'])} not in the data (a typo would let the real column "
+                   "through as a feature)")
+    return out
+
 def format_check(r: dict) -> str:
-    "The `ff data check` summary as aligned lines."
+    "The `ff data check` summary as aligned lines, then one `warning:` line per finding."
+    import textwrap
     miss = r["missing_rate"]
     worst = max(miss, key=miss.get)
+    top = r["leak_check"]["max"]
     lines = [("dataset", r["path"]), ("files", f"{r['files']} ({r['first_date']} .. {r['last_date']})"), ("rows", r["rows"]),
              ("stocks/day", "min {min}, median {median:g}, max {max}".format(**r["stocks_per_day"]) + f" (universe {r['universe']})"),
              ("snapshots/day", "{min} .. {max}".format(**r["snapshots_per_day"])),
              ("features", f"{r['features']}; missing rate mean {100 * sum(miss.values()) / len(miss):.2f}%, max {100 * miss[worst]:.2f}% (`{worst}`)"),
+             ("feature list", textwrap.fill(", ".join(r["feature_names"]), 116, initial_indent=" " * 16, subsequent_indent=" " * 16)[16:]),
              ("targets", ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["target_coverage"].items()) + " finite"),
              ("trainable rows", f"{r['trainable_rows']} (at least one finite target)"),
-             ("luld / weight", f"{r['luld'] or '-'} / {r['weight'] or '-'}")]
-    return "\n".join(f"{k:<15} {v}" for k, v in lines)
+             ("luld / weight", f"{r['luld'] or '-'} / {r['weight'] or '-'}"),
+             ("leak check", (f"largest same-row RankIC {top['rank_ic']:+.3f} (`{top['feature']}` vs `{top['target']}`)" if top
+                             else "no cross-section large enough") +
+              f" over {r['leak_check']['sample_days']} sampled days; flagged above {r['leak_check']['threshold']}")]
+    return "\n".join([f"{k:<15} {v}" for k, v in lines] + [f"warning: {w}" for w in check_warnings(r)])
 
-@subcommand("data check", "check a dataset directory against the data contract and summarise it", _data_check_args)
+@subcommand("data check", "check a dataset directory against the data contract and summarise it (exit 2: bad input, "
+            "1: a likely leak)", _data_check_args)
 def data_check_cmd(ns) -> int:
     import json
     from factor_forecasting.schema import check_dataset
     cfg = load_config(ns.config, [*ns.overrides, f"data.path={ns.dir}"])
-    r = check_dataset(cfg.data.path, cfg.data)
+    r = check_dataset(cfg.data.path, cfg.data, cfg.report.min_stocks)
     print(json.dumps(r) if ns.json else format_check(r))
-    return 0
+    return 1 if r["leak_check"]["flagged"] else 0
 
 # %% ../nbs/11_cli.ipynb #d2950664
 _SYNTH_FLAGS = {"stocks": (int, "N", "stocks in the universe"), "days": (int, "D", "trading days (weekdays)"),
-                "features": (int, "F", 'factor columns "0".."F-1"'), "snapshots": (int, "S", "snapshots a day (divides 240 minutes)"),
+                "features": (int, "F", 'factor columns "0".."F-1"'), "snapshots": (int, "S", "snapshots a day, equally spaced"),
                 "seed": (int, "K", "random seed"), "start": (int, "YYYYMMDD", "first calendar day"),
                 "signal": (float, "X", "planted-signal strength (1.0 = default calibration, 0 = none)")}
 
 def _data_synth_args(p):
+    from factor_forecasting.core import SynthConfig, field_rules
     p.add_argument("--config", default=None, metavar="NAME_OR_PATH", help="preset or YAML whose data.synth gives the defaults")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: the config's data.path)")
     for name, (tp, metavar, help) in _SYNTH_FLAGS.items():
-        p.add_argument(f"--{name}", type=tp, default=None, metavar=metavar, help=f"{help} (default: data.synth.{name})")
+        rules = " and ".join(r.text for r in field_rules(SynthConfig, name))          # the limits `synthetic._validate` checks
+        p.add_argument(f"--{name}", type=tp, default=None, metavar=metavar,
+                       help=f"{help}{'; must be ' + rules if rules else ''} (default: data.synth.{name})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 @subcommand("data synth", "generate the synthetic market (day files, oracle/, meta.json) into a new directory", _data_synth_args)
 def data_synth_cmd(ns) -> int:
-    import json
+    import dataclasses, json
+    from factor_forecasting.core import check_section
     from factor_forecasting.synthetic import write_synthetic
     cfg = load_config(ns.config)
     overrides = {k: getattr(ns, k) for k in _SYNTH_FLAGS if getattr(ns, k) is not None}
+    check_section(dataclasses.replace(cfg.data.synth, **overrides), "data.synth.",
+                  "ff data synth " + " ".join(f"--{k} {v}" for k, v in overrides.items()))      # before anything is written
     out = write_synthetic(ns.out or cfg.data.path, cfg.data.synth, progress=not ns.quiet, **overrides)
     meta = json.loads((out / "meta.json").read_text())
     ric = {t: m["rank_ic"]["mean"] for t, m in meta["oracle"]["metrics"].items()}
@@ -207,9 +253,7 @@ def _demo_args(p):
 def demo_cmd(ns) -> int:
     from factor_forecasting.launch import PipelineFailed, demo
     try: demo(ns.config, ns.name, ns.fresh)
-    except PipelineFailed as e:
-        print(f"ff: error: {e}", file=sys.stderr)
-        return 1
+    except PipelineFailed as e: return _pipeline_failed(e)
     return 0
 
 # %% ../nbs/11_cli.ipynb #bf34f76c
@@ -249,18 +293,39 @@ def bench_metrics_cmd(ns) -> int:
 # %% ../nbs/11_cli.ipynb #a0298643
 def _predict_args(p):
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file, or a run directory (uses checkpoints/best.pt)")
-    p.add_argument("--data", required=True, metavar="DIR", help="data directory of YYYYMMDD.parquet files")
-    p.add_argument("--out", required=True, metavar="PATH", help="predictions parquet to write")
+    p.add_argument("--data", required=True, metavar="DIR", help="data directory of YYYYMMDD.parquet files to predict "
+                   "(targets optional: today's file has none)")
+    p.add_argument("--out", required=True, metavar="PATH", help="predictions file to write: .parquet or .pq (parquet), .csv (CSV)")
+    p.add_argument("--history", metavar="DIR", help="days before the first predicted day, that its windows reach into "
+                   "(default: the run's training data, data.path of its config.yaml); never predicted")
     p.add_argument("--config", metavar="YAML", help="the run's config (default: config.yaml of the checkpoint's run directory)")
     p.add_argument("--start", type=int, metavar="YYYYMMDD", help="first day to predict (earlier days still feed the windows)")
     p.add_argument("--end", type=int, metavar="YYYYMMDD", help="last day to predict")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default cpu)")
 
-@subcommand("predict", "predict a data directory with a trained checkpoint -> parquet keyed by date, time, sid", _predict_args)
+@subcommand("predict", "predict new days with a trained checkpoint -> parquet or CSV keyed by date, time, sid", _predict_args)
 def predict_cmd(ns) -> int:
     from factor_forecasting.predict import predict_checkpoint
-    out = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, ns.device)
-    print(f"predictions: {out}")
+    res = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, ns.device, ns.history)
+    if res is not None: print(res)                                      # None: not rank 0 under torchrun
+    return 0
+
+# %% ../nbs/11_cli.ipynb #c58dc0a6
+def _explain_args(p):
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory (config.yaml, predictions.parquet, "
+                   "checkpoints/foldNNN.pt)")
+    p.add_argument("--days", type=int, default=20, metavar="N", help="OOS days sampled per fold for permutation importance (default 20)")
+    p.add_argument("--rows", type=int, default=512, metavar="N", help="rows of those days sampled per fold for integrated gradients (default 512)")
+    p.add_argument("--steps", type=int, default=32, metavar="N", help="Riemann steps of integrated gradients (default 32)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N", help="shuffles per feature and day (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the day, row and shuffle draws (default 0)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model (default cpu)")
+
+@subcommand("explain", "what each fold's best model uses: permutation importance per feature, integrated gradients per "
+            "feature and lag -> RUN_DIR/attribution.parquet", _explain_args)
+def explain_cmd(ns) -> int:
+    from factor_forecasting.explain import explain_run
+    print(explain_run(ns.run_dir, ns.days, ns.rows, ns.steps, ns.repeats, ns.seed, ns.device, progress=True))
     return 0
 
 # %% ../nbs/11_cli.ipynb #b3e04700
@@ -270,18 +335,20 @@ def _train_args(p):
     p.add_argument("--nproc", default=None, help="processes on this machine (default: run.nproc_per_node; auto = one per GPU, else 1)")
     p.add_argument("--max-restarts", type=int, default=0, help="let torchrun restart failed workers this many times (they resume)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run directory's checkpoint")
+    p.add_argument("--restart-fold", action="store_true", help="retrain the fold in progress from its start, discarding its "
+                   "checkpoint (e.g. an unreadable latest.pt); finished folds are kept")
     p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
 
 @subcommand("train", "walk-forward training under torchrun (resumes an interrupted run)", _train_args)
 def train_cmd(ns) -> int:
-    import subprocess
-    from factor_forecasting.launch import prepare_launch
+    from factor_forecasting.launch import prepare_launch, run_job
     nproc = None if ns.nproc is None else ("auto" if ns.nproc == "auto" else int(ns.nproc))
-    la = prepare_launch(ns.config, ns.overrides, nproc_per_node=nproc, max_restarts=ns.max_restarts, fresh=ns.fresh)
+    la = prepare_launch(ns.config, ns.overrides, nproc_per_node=nproc, max_restarts=ns.max_restarts, fresh=ns.fresh,
+                        restart_fold=ns.restart_fold)
     if ns.dry_run:
         print(la)
         return 0
-    return subprocess.run(la.cmd).returncode
+    return run_job(la)
 
 # %% ../nbs/11_cli.ipynb #286c5ea7
 def _bench_train_args(p):
@@ -295,4 +362,85 @@ def _bench_train_args(p):
 def bench_train_cmd(ns) -> int:
     from factor_forecasting.bench import bench_train, emit
     emit(bench_train(ns.config, ns.overrides, ns.steps, ns.warmup), ns.json)
+    return 0
+
+# %% ../nbs/11_cli.ipynb #8d2f0b46
+def _compare_args(p):
+    p.add_argument("sources", nargs="+", metavar="SWEEP_DIR|RUN_DIR", help="one sweep directory (sweep.json), or run directories")
+    p.add_argument("--out", default=None, metavar="PAGE.html", help="the page to write (default: SWEEP_DIR/compare.html; "
+                   "required with run directories)")
+    p.add_argument("--reference", default=None, metavar="ROW|RUN_DIR", help="the row every other row is tested against "
+                   "(default: the first peer, else the first row)")
+    p.add_argument("--quantiles", type=int, default=None, help="prediction groups for long-short (default: report.quantiles)")
+    p.add_argument("--top-k", type=int, default=None, help="backtest long/short names per side (default: report.top_k)")
+    p.add_argument("--cost-bps", type=float, default=None, help="backtest one-way cost in bps (default: report.cost_bps)")
+    p.add_argument("--min-stocks", type=int, default=None, help="skip smaller cross-sections (default: report.min_stocks)")
+
+@subcommand("compare", "compare a sweep's configs (mean ± std over seeds), ensembles and peers, or run directories: OOS "
+            "figures and a paired HAC test of daily RankIC vs a reference -> compare.html", _compare_args)
+def compare_cmd(ns) -> int:
+    from factor_forecasting.compare import render_compare
+    sources = ns.sources[0] if len(ns.sources) == 1 else ns.sources
+    print(render_compare(sources, ns.out, ns.reference, ns.quantiles, ns.top_k, ns.cost_bps, ns.min_stocks))
+    return 0
+
+# %% ../nbs/11_cli.ipynb #586ba2c2
+def _sweep_args(p):
+    p.add_argument("spec", metavar="SPEC", help="sweep spec: a YAML path, or a shipped spec name (e.g. cpu_sweep)")
+    p.add_argument("--root", default="outputs/sweeps", metavar="DIR", help="where sweeps live (default outputs/sweeps)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="runs at once; CPU threads split between them, one GPU "
+                   "each where there are GPUs (default 1)")
+    p.add_argument("--shard", default=None, metavar="K/N", help="run only the runs i with i %% N == K-1 (of the ordered run list)")
+    p.add_argument("--list", action="store_true", help="print this shard's runs and their status, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+@subcommand("sweep", "seed and config sweeps as papermill runs (+ LightGBM peer, seed ensembles) -> ROOT/<name>/sweep.json",
+            _sweep_args)
+def sweep_cmd(ns) -> int:
+    from pathlib import Path
+    from factor_forecasting.sweep import SweepStopped, is_finished, load_spec, parse_shard, plan_runs, read_index, run_sweep, shard_runs
+    if ns.list:
+        spec = load_spec(ns.spec)
+        sweep_dir = Path(ns.root).resolve() / spec.name
+        status = {r["dir"]: r["status"] for r in (read_index(sweep_dir) or {}).get("runs", [])}
+        for r in shard_runs(plan_runs(spec), parse_shard(ns.shard)):
+            print(f"{r.dir:<20} {'finished' if is_finished(sweep_dir, r, spec) else status.get(r.dir, 'pending')}")
+        return 0
+    try: res = run_sweep(ns.spec, ns.root, ns.parallel, ns.shard, progress=not ns.quiet)
+    except SweepStopped as e:
+        print(f"ff: {e}", file=sys.stderr)
+        return e.exit_code
+    print(res)
+    return res.exit_code
+
+# %% ../nbs/11_cli.ipynb #ee11576f
+def _ensemble_args(p):
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="member run directories (same rows and targets)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the ensemble's run directory")
+    p.add_argument("--report", action="store_true", help="render DIR/ic_report.html")
+
+@subcommand("ensemble", "average runs' rank-normalized predictions (a seed ensemble) into a run directory", _ensemble_args)
+def ensemble_cmd(ns) -> int:
+    from factor_forecasting.ensemble import ensemble_runs
+    out = ensemble_runs(ns.runs, ns.out)
+    if ns.report:
+        from factor_forecasting.report import render_report
+        render_report(out)
+    print(f"ensemble of {len(ns.runs)} runs -> {out}")
+    return 0
+
+# %% ../nbs/11_cli.ipynb #26067755
+def _peer_args(p):
+    p.add_argument("--like", required=True, metavar="RUN_DIR", help="the run whose config.yaml (data, window, targets, folds) the peer copies")
+    p.add_argument("--out", default=None, metavar="DIR", help="the peer's run directory (default: RUN_DIR_lightgbm beside the run)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="LightGBM seed (default 0)")
+    p.add_argument("--no-report", action="store_true", help="do not render the IC report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+@subcommand("peer lightgbm", "train the LightGBM peer of a run on the run's walk-forward folds, into a run directory of its own",
+            _peer_args)
+def peer_lightgbm_cmd(ns) -> int:
+    from factor_forecasting.peer import peer_like, peer_summary
+    out = peer_like(ns.like, ns.out, ns.seed, report=not ns.no_report, progress=not ns.quiet)
+    print(peer_summary(out))
     return 0

@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import datetime
 import difflib
 import logging
+import numbers
 import os
 import random
 import re
@@ -18,133 +21,174 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['TARGETS', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
-           'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'config_from_dict', 'config_to_dict',
-           'parse_override', 'list_presets', 'load_config', 'atomic_target', 'save_config', 'pipeline_path',
-           'seed_everything', 'usable_cpus', 'env_rank', 'setup_logging']
+__all__ = ['NON_EMPTY', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat', 'Fraction', 'Date',
+           'NonEmptyStr', 'TARGETS', 'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below',
+           'divides', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig',
+           'ReportConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
+           'config_from_dict', 'check_section', 'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths',
+           'load_config', 'atomic_target', 'save_config', 'pipeline_path', 'execute_pipeline', 'seed_everything',
+           'usable_cpus', 'env_rank', 'setup_logging']
+
+# %% ../nbs/00_core.ipynb #10197537
+@dataclass(frozen=True)
+class Rule:
+    "A condition on a config value beyond its type, attached as `Annotated[int, at_least(1)]`; `text` completes 'must be ...'."
+    ok: Callable[[Any], bool]
+    text: str
+
+def at_least(x) -> Rule: return Rule(lambda v: v >= x, f">= {x}")
+def above(x) -> Rule: return Rule(lambda v: v > x, f"> {x}")
+def at_most(x) -> Rule: return Rule(lambda v: v <= x, f"<= {x}")
+def below(x) -> Rule: return Rule(lambda v: v < x, f"< {x}")
+def divides(n: int, what: str) -> Rule: return Rule(lambda v: v > 0 and n % v == 0, f"a divisor of {n} ({what})")
+
+def _is_yyyymmdd(v: int) -> bool:
+    try: return 19000101 <= v <= 99991231 and bool(datetime.date(v // 10000, v // 100 % 100, v % 100))
+    except ValueError: return False
+
+NON_EMPTY = Rule(lambda v: v != "", "a non-empty string")
+YYYYMMDD = Rule(_is_yyyymmdd, "a valid YYYYMMDD date")
+
+PositiveInt = Annotated[int, at_least(1)]
+NonNegativeInt = Annotated[int, at_least(0)]
+PositiveFloat = Annotated[float, above(0)]
+NonNegativeFloat = Annotated[float, at_least(0)]
+Fraction = Annotated[float, at_least(0), at_most(1)]
+Date = Annotated[int, YYYYMMDD]
+NonEmptyStr = Annotated[str, NON_EMPTY]
 
 # %% ../nbs/00_core.ipynb #3bc3072b
 TARGETS = ["intra30m", "nextT1d", "ema1d"]
+SESSION_MINUTES = 240     # the synthetic market's trading session: 09:30-11:30 and 13:00-15:00
 
 @dataclass
 class SynthConfig:
-    "The embedded synthetic market (`ff data synth`); used when `data.path` does not exist yet."
-    stocks: int = 500          # stocks in the universe (listings/delistings come and go around this number)
-    days: int = 120            # trading days (weekdays from `start`)
-    features: int = 32         # factor columns, named "0".."F-1"
-    snapshots: int = 8         # intraday snapshots per day, 30 minutes apart
-    seed: int = 0              # the dataset is a pure function of its parameters and this seed
-    start: int = 20200102      # first calendar day (YYYYMMDD); weekends are skipped
-    signal: float = 1.0        # planted-signal strength: 1.0 gives an oracle nextT1d daily RankIC of ~0.13, 0 none
+    "The embedded synthetic market (`ff data synth`); generated into `data.path` only where `generate` allows it."
+    stocks: Annotated[int, at_least(2)] = 500     # stocks in the universe (listings/delistings come and go around this number)
+    days: PositiveInt = 120                       # trading days (weekdays from `start`)
+    features: Annotated[int, at_least(10)] = 32   # factor columns, named "0".."F-1" (8 carry the planted signal)
+    snapshots: Annotated[int, divides(SESSION_MINUTES, "the minutes of the trading session")] = 8  # intraday snapshots per day, 30 minutes apart
+    seed: NonNegativeInt = 0                      # the dataset is a pure function of its parameters and this seed
+    start: Date = 20200102                        # first calendar day (YYYYMMDD); weekends are skipped
+    signal: NonNegativeFloat = 1.0                # planted-signal strength: 1.0 gives an oracle nextT1d daily RankIC of ~0.13, 0 none
+    generate: bool = False                        # true: generate this market into a missing or empty `data.path`; false: only into
+                                                  # the default `outputs/data/synthetic` (a mistyped path is an error, not a fake market)
 
 @dataclass
 class DataConfig:
-    "Where the panel lives and how it becomes model input (the data contract, DESIGN.md section 3)."
-    path: str = "outputs/data/synthetic"   # directory of YYYYMMDD.parquet files (+ optional meta.json)
+    "Where the panel lives and how it becomes model input (the data contract, nbs/contract.md section 3)."
+    path: NonEmptyStr = "outputs/data/synthetic"  # directory of YYYYMMDD.parquet files (+ optional meta.json); a relative path
+                                                  # is taken from the YAML file that sets it (presets, overrides, defaults: the working directory)
     synth: SynthConfig = field(default_factory=SynthConfig)
-    date_col: str = "date"                 # int32 YYYYMMDD
-    time_col: Optional[str] = "time"       # int32 HHMMSS; null = one snapshot per day
-    sid_col: str = "sid"                   # stock id (string or int64)
-    features: Optional[list[str]] = None   # null = every column that is not reserved
+    date_col: NonEmptyStr = "date"         # int32 YYYYMMDD
+    time_col: Optional[NonEmptyStr] = "time"  # int32 HHMMSS; null = one snapshot per day
+    sid_col: NonEmptyStr = "sid"           # stock id (string or int64)
+    features: Optional[list[str]] = None   # null = every column that is not reserved (keys, targets, labels, luld, weight, exclude)
     exclude: list[str] = field(default_factory=list)  # extra columns that are neither features nor targets
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    label_columns: list[str] = field(default_factory=list)  # other forward-looking columns (labels, future returns): never features
     luld_col: Optional[str] = "luld"       # int8 price-limit flag (0 normal, +1 up, -1 down)
     weight_col: Optional[str] = "ADV50"    # sample/portfolio weight column
-    start: Optional[int] = None            # first date to use (YYYYMMDD); null = the first file
-    end: Optional[int] = None              # last date to use (inclusive); null = the last file
-    seq_len: int = 32                      # snapshots per sample window (may reach into earlier days)
+    group_col: Optional[NonEmptyStr] = "sector"    # optional integer/string group (industry) column for by-group and neutralized
+                                                   # IC; never a feature (a category code is not a number); null = none
+    size_col: Optional[NonEmptyStr] = "log_mcap"   # optional numeric size column (log market cap) for size-neutral IC; stays a
+                                                   # feature unless excluded (size is a classic factor); null = none
+    start: Optional[Date] = None           # first date to use (YYYYMMDD); null = the first file
+    end: Optional[Date] = None             # last date to use (inclusive); null = the last file
+    seq_len: PositiveInt = 32              # snapshots per sample window (may reach into earlier days)
     normalize: Literal["robust_z", "rank_gauss", "none"] = "robust_z"  # per cross-section feature scaling
-    clip: float = 5.0                      # clip normalized features to [-clip, clip]
+    clip: PositiveFloat = 5.0              # clip normalized features to [-clip, clip]
     feature_dtype: Literal["auto", "float16", "float32"] = "auto"  # stored windows; auto: float16 when normalized (values within ±clip), else float32
     standardize_targets: bool = True       # cross-sectionally z-score targets for the loss (raw kept for metrics)
-    stocks_per_cross_section: Optional[int] = None  # subsample stocks per cross-section in training; null = all
-    memory_budget_gb: float = 4.0          # resident chunk budget: smaller datasets are cached, larger stream
-    cache_dir: Optional[str] = None        # keep each day's normalized arrays here (a later run or fold reads them back); null = off
-    num_workers: int = 0                   # loader worker processes per rank
+    stocks_per_cross_section: Optional[Annotated[int, at_least(2)]] = None  # subsample stocks per cross-section in training; null = all
+    memory_budget_gb: PositiveFloat = 4.0  # resident chunk budget: smaller datasets are cached, larger stream
+    cache_dir: Optional[NonEmptyStr] = None  # keep each day's normalized arrays here (a later run or fold reads them back); null = off;
+                                             # relative: as `path`
+    num_workers: NonNegativeInt = 0        # loader worker processes per rank
 
 @dataclass
 class ModelConfig:
     "The network: `tcn_attention` (default) or a baseline (`linear`, `mlp`, `gru`)."
     name: Literal["tcn_attention", "linear", "mlp", "gru"] = "tcn_attention"
-    hidden: int = 64            # channels of the TCN / attention width
-    layers: int = 4             # residual TCN blocks, dilations 1, 2, 4, ...
-    kernel_size: int = 3        # causal convolution kernel
-    heads: int = 4              # attention heads
-    dropout: float = 0.1
-    attn_pool: bool = False     # attention-pool over steps instead of taking the last step
-    mask_channels: bool = True  # feed the missing-value mask as extra input channels
-    stock_embedding: int = 0    # >0: learn a per-stock embedding of this size (off: overfits, fails on listings)
-    compile: bool = False       # torch.compile the model (off by default: compile time dominates short runs)
+    hidden: PositiveInt = 64      # channels of the TCN / attention width
+    layers: PositiveInt = 4       # residual TCN blocks, dilations 1, 2, 4, ...
+    kernel_size: PositiveInt = 3  # causal convolution kernel
+    heads: PositiveInt = 4        # attention heads
+    dropout: Annotated[float, at_least(0), below(1)] = 0.1
+    attn_pool: bool = False       # attention-pool over steps instead of taking the last step
+    mask_channels: bool = True    # feed the missing-value mask as extra input channels
+    stock_embedding: NonNegativeInt = 0  # >0: learn a per-stock embedding of this size (off: overfits, fails on listings)
+    compile: bool = False         # torch.compile the model (off by default: compile time dominates short runs)
 
 @dataclass
 class LossConfig:
     "Per-target loss = weighted sum of a regression term and cross-sectional correlation terms."
     regression: Literal["mse", "huber"] = "mse"  # on cross-sectionally standardized targets
-    regression_weight: float = 1.0
-    huber_delta: float = 1.0
-    ic_weight: float = 1.0            # weight of 1 - Pearson IC within each cross-section
-    rank_ic_weight: float = 0.0       # weight of 1 - soft-rank Spearman within each cross-section
-    soft_rank_temperature: float = 0.1
-    target_weights: dict[str, float] = field(default_factory=dict)  # per target; missing = 1.0
-    sample_weight: bool = False       # weight samples by `data.weight_col`
-    min_stocks: int = 10              # cross-sections with fewer valid pairs are skipped
+    regression_weight: NonNegativeFloat = 1.0
+    huber_delta: PositiveFloat = 1.0
+    ic_weight: NonNegativeFloat = 1.0           # weight of 1 - Pearson IC within each cross-section
+    rank_ic_weight: NonNegativeFloat = 0.0      # weight of 1 - soft-rank Spearman within each cross-section
+    soft_rank_temperature: PositiveFloat = 0.1
+    target_weights: dict[str, NonNegativeFloat] = field(default_factory=dict)  # per target; missing = 1.0
+    sample_weight: bool = False                 # weight samples by `data.weight_col`
+    min_stocks: Annotated[int, at_least(2)] = 10  # cross-sections with fewer valid pairs are skipped
 
 @dataclass
 class TrainerConfig:
-    "Optimization, precision, checkpoints and telemetry (DESIGN.md section 6)."
-    epochs: int = 10
-    batch_size: Union[int, Literal["auto"]] = 16   # cross-sections per optimizer step (global); "auto" probes
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05        # cosine decays to lr * min_lr_ratio
-    clip_grad: float = 1.0
+    "Optimization, precision, checkpoints and telemetry (nbs/contract.md section 6)."
+    epochs: PositiveInt = 10
+    batch_size: Union[PositiveInt, Literal["auto"]] = 16   # cross-sections per optimizer step (global); "auto" probes
+    grad_accum: PositiveInt = 1
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegativeInt = 50
+    min_lr_ratio: Fraction = 0.05     # cosine decays to lr * min_lr_ratio
+    clip_grad: PositiveFloat = 1.0    # gradient-norm clipping (always on)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where supported, else fp16/fp32
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    patience: int = 3                 # evaluations without a better validation RankIC before stopping
-    eval_every_steps: Optional[int] = None  # null = once per epoch
-    log_every_steps: int = 20
-    checkpoint_every_steps: int = 100
-    heartbeat_every_s: float = 5.0
-    ic_report_every_s: float = 120.0
-    max_nonfinite_steps: int = 20     # consecutive non-finite losses before the run stops
+    patience: PositiveInt = 3         # evaluations without a better validation RankIC before stopping
+    eval_every_steps: Optional[PositiveInt] = None  # null = once per epoch
+    log_every_steps: PositiveInt = 20
+    checkpoint_every_steps: PositiveInt = 100
+    heartbeat_every_s: PositiveFloat = 5.0
+    ic_report_every_s: PositiveFloat = 120.0
+    max_nonfinite_steps: PositiveInt = 20  # consecutive non-finite losses before the run stops
 
 @dataclass
 class RollingConfig:
     "Walk-forward folds of (train, embargo, valid, embargo, test) trading days."
     enabled: bool = True
     mode: Literal["expanding", "sliding"] = "expanding"
-    train_days: int = 60              # the first fold's train window (sliding: every fold's)
-    valid_days: int = 10
-    test_days: int = 20               # also the step between folds
-    embargo_days: int = 2             # >= the longest target horizon in trading days
+    train_days: PositiveInt = 60      # the first fold's train window (sliding: every fold's)
+    valid_days: PositiveInt = 10
+    test_days: PositiveInt = 20       # also the step between folds
+    embargo_days: NonNegativeInt = 2  # >= the longest target horizon in trading days
     warm_start: bool = False          # start each fold from the previous fold's best weights
-    max_folds: Optional[int] = None
-    horizon_days: Optional[int] = None  # longest target horizon (trading days); null = known from the target names
+    max_folds: Optional[PositiveInt] = None
+    horizon_days: Optional[NonNegativeInt] = None  # longest target horizon (trading days); null = known from the target names
 
 @dataclass
 class ReportConfig:
-    "IC analysis (DESIGN.md section 4) and the HTML report."
-    quantiles: int = 10
-    top_k: int = 50                   # backtest: long top-k, short bottom-k
-    cost_bps: float = 5.0             # backtest one-way cost
-    min_stocks: int = 10
-    baselines: list[str] = field(default_factory=list)  # other run directories to compare with
+    "IC analysis (nbs/contract.md section 4) and the HTML report."
+    quantiles: Annotated[int, at_least(2)] = 10
+    top_k: PositiveInt = 50           # backtest: long top-k, short bottom-k
+    cost_bps: NonNegativeFloat = 5.0  # backtest one-way cost
+    min_stocks: Annotated[int, at_least(2)] = 10
+    baselines: list[NonEmptyStr] = field(default_factory=list)  # other run directories to compare with; relative: as `data.path`
 
 @dataclass
 class RunConfig:
     "Where a run writes and how it is seeded."
-    name: str = "default"
-    root: str = "outputs/runs"        # run directory = root/name
-    nproc_per_node: Union[int, Literal["auto"]] = "auto"  # processes per machine under torchrun; auto = GPUs if trainer.device allows, else 1
-    seed: int = 0
+    name: NonEmptyStr = "default"
+    root: NonEmptyStr = "outputs/runs"  # run directory = root/name; relative: as `data.path`
+    nproc_per_node: Union[PositiveInt, Literal["auto"]] = "auto"  # processes per machine under torchrun; auto = GPUs if trainer.device allows, else 1
+    seed: NonNegativeInt = 0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 @dataclass
@@ -168,7 +212,10 @@ class InputError(ValueError):
 class ConfigError(InputError):
     "A configuration problem; the message names the key and where it came from."
 
-def _hints(cls) -> dict: return typing.get_type_hints(cls)
+class _OutOfRange(ConfigError):
+    "A value of the right type that breaks its field's `Rule`."
+
+def _hints(cls) -> dict: return typing.get_type_hints(cls, include_extras=True)
 
 def config_keys(cls=Config, prefix: str = "") -> list[str]:
     "Every valid dotted key of `cls`, sections included."
@@ -179,7 +226,14 @@ def config_keys(cls=Config, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(tp): keys += config_keys(tp, key + ".")
     return keys
 
+def field_rules(cls, name: str) -> list[Rule]:
+    "The `Rule`s of field `name` of section `cls` (also under `Optional`), e.g. for a help text."
+    tp = _hints(cls)[name]
+    if typing.get_origin(tp) in (Union, types.UnionType): tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return list(tp.__metadata__) if typing.get_origin(tp) is Annotated else []
+
 def _tname(tp) -> str:
+    if typing.get_origin(tp) is Annotated: return _tname(typing.get_args(tp)[0])
     if typing.get_origin(tp) is Literal: return " | ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) in (Union, types.UnionType):
         return " | ".join("null" if a is type(None) else _tname(a) for a in typing.get_args(tp))
@@ -194,11 +248,18 @@ def _convert(value, tp, key: str, source: str):
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict): raise bad()
         return _build(tp, value, key + ".", source)
+    if origin is Annotated:
+        value = _convert(value, args[0], key, source)
+        for rule in tp.__metadata__:
+            if not rule.ok(value): raise _OutOfRange(f"`{key}` in {source}: must be {rule.text}, got {value!r}")
+        return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args: return None
         for a in args:
             if a is type(None): continue
-            with contextlib.suppress(ConfigError): return _convert(value, a, key, source)
+            try: return _convert(value, a, key, source)
+            except _OutOfRange: raise                   # the right type, out of range: say so, not "expected int | 'auto'"
+            except ConfigError: pass
         raise bad()
     if origin is Literal:
         if value in args: return value
@@ -212,8 +273,8 @@ def _convert(value, tp, key: str, source: str):
     if tp is bool:
         if isinstance(value, bool): return value
         raise bad()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool): return value
+    if tp is int:   # numpy integers too: a section built in code (`check_section`) may hold them
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)): return int(value)
         raise bad()
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
@@ -244,6 +305,10 @@ def config_from_dict(d: dict, source: str = "<dict>") -> Config:
     if d is None: d = {}
     if not isinstance(d, dict): raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(d).__name__}")
     return _build(Config, d, "", source)
+
+def check_section(section, prefix: str, source: str):
+    "Check a section built in code (e.g. a `SynthConfig`) like one read from YAML: types and rules, keys named `prefix.field`."
+    return _build(type(section), dataclasses.asdict(section), prefix, source)
 
 def config_to_dict(cfg) -> dict:
     "The fully resolved config as plain Python data (what `save_config` writes)."
@@ -301,28 +366,55 @@ def _deep_merge(base: dict, top: dict) -> dict:
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+PATH_KEYS = ("data.path", "data.cache_dir", "run.root", "report.baselines")   # relative: against the YAML file that sets them
+
+def _absolute(value, base: Path):
+    "A path value (str, list of str, or anything else, left for validation to judge) with relative paths joined to `base`."
+    if isinstance(value, str) and value: return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+    if isinstance(value, list): return [_absolute(v, base) for v in value]
+    return value
+
+def _resolve_paths(d: dict, base: Path) -> dict:
+    "`d` (one YAML file's mapping) with the relative values of `PATH_KEYS` taken against the directory `base`."
+    d = dict(d)
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        if isinstance(d.get(section), dict) and name in d[section]:
+            d[section] = {**d[section], name: _absolute(d[section][name], base)}
+    return d
+
+def absolute_paths(cfg: Config) -> Config:
+    "A copy of `cfg` whose `PATH_KEYS` are absolute, relative ones taken against the working directory."
+    out, cwd = copy.deepcopy(cfg), Path.cwd()
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        setattr(getattr(out, section), name, _absolute(getattr(getattr(cfg, section), name), cwd))
+    return out
+
 def _read_yaml(path: Path, seen=()) -> dict:
     if path.resolve() in seen: raise ConfigError(f"{path}: `base` chain loops back to itself")
     try: d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(d, dict): raise ConfigError(f"{path}: the top level must be a mapping of sections")
     base = d.pop("base", None)
+    if path.resolve().parent != _preset_dir().resolve(): d = _resolve_paths(d, path.parent.absolute())
     if base is None: return d
     return _deep_merge(_read_yaml(_resolve_source(base, path.parent), seen + (path.resolve(),)), d)
 
 def load_config(path_or_preset=None, overrides=()) -> Config:
-    "Load a config from a YAML path or preset name (None = defaults), then apply `key=value` overrides."
+    "Load a config from a YAML path or preset name (None = defaults), then apply `key=value` overrides; path keys come back absolute."
     d, source = {}, "defaults"
     if path_or_preset is not None:
         path = _resolve_source(path_or_preset)
         d, source = _read_yaml(path), str(path)
     cfg = config_from_dict(d, source)   # validate the file on its own first, so errors name the file
-    if not overrides: return cfg
-    d = config_to_dict(cfg)
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(d, key, value)
-    return config_from_dict(d, "overrides")
+    if overrides:
+        d = config_to_dict(cfg)
+        for item in overrides:
+            key, value = parse_override(item)
+            _set_dotted(d, key, value)
+        cfg = config_from_dict(d, "overrides")
+    return absolute_paths(cfg)
 
 # %% ../nbs/00_core.ipynb #34c8be83
 @contextlib.contextmanager
@@ -343,18 +435,54 @@ def atomic_target(path):
         tmp.unlink(missing_ok=True)
 
 def save_config(cfg: Config, path) -> Path:
-    "Write the fully resolved config as YAML (atomically); `load_config(path)` gives back an equal object."
+    "Write the fully resolved config as YAML (atomically), path keys absolute; `load_config(path)` gives back an equal object."
     with atomic_target(path) as tmp:
-        tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(config_to_dict(absolute_paths(cfg)), sort_keys=False))
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #9ef3255b
 def pipeline_path(name: str) -> Path:
-    "The pipeline notebook `nbs/pipelines/<name>.ipynb` of this source checkout."
+    "The pipeline notebook `<name>.ipynb`: the checkout's `nbs/pipelines/` in a source checkout, else the installed package's `pipelines/`."
+    import importlib.resources
     import factor_forecasting
-    p = Path(factor_forecasting.__file__).resolve().parent.parent / "nbs" / "pipelines" / f"{name}.ipynb"
-    if not p.exists(): raise InputError(f"pipeline notebook not found: {p} (pipelines run from a source checkout)")
+    root = Path(factor_forecasting.__file__).resolve().parent.parent
+    if (root / "settings.ini").exists():
+        p, where = root / "nbs" / "pipelines" / f"{name}.ipynb", "the source checkout's nbs/pipelines/"
+    else:
+        p, where = Path(str(importlib.resources.files("factor_forecasting") / "pipelines" / f"{name}.ipynb")), "the installed package"
+    if not p.exists(): raise InputError(f"pipeline notebook not found: {p} (no pipeline `{name}` in {where})")
     return p
+
+# %% ../nbs/00_core.ipynb #b3b7e36d
+def execute_pipeline(name: str, out, parameters: dict, kernel: str | None = None, **papermill_kwargs):
+    """Execute the pipeline notebook `name` with `parameters` into `out`; returns the failing cell's
+    `PapermillExecutionError` (the notebook is written either way), or None."""
+    import warnings
+    import papermill
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+    from papermill.exceptions import PapermillExecutionError
+    from traitlets.config import Config as TraitletsConfig
+
+    class ThisPythonKernel(AsyncKernelManager):
+        "An ipykernel on the interpreter running this code."
+        @property
+        def kernel_spec(self):
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                              display_name=f"Python ({sys.executable})", language="python")
+
+    failure = None
+    with tempfile.TemporaryDirectory(prefix="ff-kernel-") as sockets, atomic_target(out) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified file .* does not end in")   # the temporary name
+        ipc = TraitletsConfig({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "ipc"),
+                                                  "connection_file": os.path.join(sockets, "kernel.json")}})
+        try:
+            papermill.execute_notebook(str(pipeline_path(name)), str(tmp), parameters=parameters,
+                                       kernel_name=kernel or "python3", config=ipc,
+                                       kernel_manager_class=AsyncKernelManager if kernel else ThisPythonKernel,
+                                       cwd=os.getcwd(), progress_bar=False, **papermill_kwargs)
+        except PapermillExecutionError as e: failure = e
+    return failure
 
 # %% ../nbs/00_core.ipynb #50629a81
 def seed_everything(seed: int) -> None:

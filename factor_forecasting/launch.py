@@ -5,33 +5,43 @@
 # %% ../nbs/13_launch.ipynb #0e61cb39
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .core import Config, InputError, atomic_target, load_config, pipeline_path
+from .core import Config, InputError, execute_pipeline, load_config, pipeline_path
+from .run_lock import LOCK_ENV, check_job_lock, lock_job
 
 # %% auto #0
-__all__ = ['PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight', 'torchrun_command',
-           'config_source', 'Launch', 'prepare_launch', 'stream_command', 'split_params', 'run_pipeline',
-           'oos_headline', 'demo']
+__all__ = ['TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
+           'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'prepare_launch', 'start_job',
+           'wait_job', 'run_job', 'stream_command', 'split_params', 'run_pipeline', 'oos_headline', 'demo']
 
 # %% ../nbs/13_launch.ipynb #11093c37
 class LaunchError(InputError):
     "The machine cannot run this config/launch as asked; the message names the config and the setting."
 
 class JobFailed(RuntimeError):
-    "The launched job exited with a non-zero status; the message carries the tail of its output."
+    "The launched job exited with `status` != 0; the message's first line is the job's own, then the tail of its output."
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 class PipelineFailed(RuntimeError):
-    "A papermill pipeline raised; the message names the executed notebook that shows the error."
+    "A papermill pipeline raised; the message's first line is why, then the executed notebook that shows it."
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 # %% ../nbs/13_launch.ipynb #4e6f2e78
 def gpu_count() -> int:
@@ -56,12 +66,37 @@ def preflight(cfg: Config, nproc_per_node: int | str | None = None, source: str 
                               f"set run.nproc_per_node={gpus} (or auto)")
     return n
 
+# %% ../nbs/13_launch.ipynb #d5267785
+def check_data(cfg: Config) -> list:
+    "The walk-forward folds of `cfg`'s data, from file names and one column of one file; `InputError` naming what cannot work."
+    from factor_forecasting.rolling import horizon_days, make_folds
+    from factor_forecasting.schema import day_files, read_parquet
+    from factor_forecasting.synthetic import check_data_path, weekdays
+    d = cfg.data
+    if check_data_path(cfg):                        # the trainer generates the synthetic market there: its days
+        dates = [x for x in weekdays(d.synth.start, d.synth.days) if (d.start is None or x >= d.start) and (d.end is None or x <= d.end)]
+        snapshots = d.synth.snapshots
+    else:
+        files = day_files(d.path, d.start, d.end)
+        f, _ = read_parquet(files[0][1])
+        snapshots = 1
+        if d.time_col and d.time_col in f.schema_arrow.names:
+            snapshots = len(read_parquet(files[0][1], [d.time_col])[1].column(0).unique())
+        dates = [x for x, _ in files]
+    folds = make_folds(dates, cfg.rolling, horizon_days(d.targets, cfg.rolling))
+    room = len(folds[0].train) * snapshots
+    if d.seq_len > room:
+        raise LaunchError(f"data.seq_len = {d.seq_len} snapshots is longer than the first fold's {len(folds[0].train)} training "
+                          f"days hold ({len(folds[0].train)} x {snapshots} snapshots = {room}): every training window would reach "
+                          "before the first day of data; lower data.seq_len or raise rolling.train_days")
+    return folds
+
 # %% ../nbs/13_launch.ipynb #8b113798
 def torchrun_command(config: str, overrides=(), nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0,
                      rdzv_endpoint: str | None = None, max_restarts: int = 0, rdzv_id: str = "factor_forecasting",
-                     fresh: bool = False, python: str = sys.executable) -> list[str]:
-    "The argv that launches the trainer under torchrun."
-    cmd = [python, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}", f"--max_restarts={max_restarts}"]
+                     fresh: bool = False, restart_fold: bool = False, python: str = sys.executable) -> list[str]:
+    "The argv that launches the trainer under torchrun (`torchrun_main`: torchrun's own flags)."
+    cmd = [python, "-m", "factor_forecasting.launch", f"--nproc_per_node={nproc_per_node}", f"--max_restarts={max_restarts}"]
     if nnodes == 1 and not rdzv_endpoint:
         cmd += ["--standalone", "--nnodes=1"]
     else:
@@ -71,7 +106,56 @@ def torchrun_command(config: str, overrides=(), nproc_per_node: int = 1, nnodes:
         cmd += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={rdzv_id}",
                 f"--rdzv_conf=is_host={int(node_rank == 0)}"]
     cmd += ["-m", "factor_forecasting.trainer", "--config", str(config), *overrides]
-    return cmd + ["--fresh"] if fresh else cmd
+    return cmd + ["--fresh"] * fresh + ["--restart-fold"] * restart_fold
+
+# %% ../nbs/13_launch.ipynb #2a456f59
+TORCHRUN_PID_ENV = "FF_TORCHRUN_PID"    # set by `torchrun_main` for its workers: the parent they watch
+
+def _job_log_level(script_args: list[str]) -> str:
+    "`run.log_level` of the trainer command line torchrun is about to start (INFO if it cannot be read)."
+    import argparse
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config")
+    p.add_argument("overrides", nargs="*")
+    ns, _ = p.parse_known_args(script_args)
+    try: return load_config(ns.config, [o for o in ns.overrides if "=" in o]).run.log_level
+    except InputError: return "INFO"
+
+def _failure_line(rank: int, failure) -> tuple[str | None, int]:
+    "(the line to print or None, exit status) for torchrun's first failed worker."
+    data = failure.error_file_data if isinstance(failure.error_file_data, dict) else {}
+    message = data.get("message") if isinstance(data.get("message"), str) and data.get("message") != "<NONE>" else None
+    code = failure.exitcode if failure.exitcode >= 0 else 128 - failure.exitcode
+    if message: return f"ff: error: {message}", code
+    if failure.exitcode < 0: return f"ff: error: rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}", code
+    if code in (128 + signal.SIGTERM, 128 + signal.SIGINT): return None, code      # a stop on request: the trainer said so
+    return f"ff: error: rank {rank} (pid {failure.pid}) exited with status {code}", code
+
+def torchrun_main(argv: list[str] | None = None) -> int:
+    "`python -m factor_forecasting.launch TORCHRUN_ARGS`: torchrun, ending a failed job with its first failed rank's one line and status."
+    import logging
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    from torch.distributed.run import parse_args, run
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ[TORCHRUN_PID_ENV] = str(os.getpid())
+    if _job_log_level(args.training_script_args) != "DEBUG":     # the elastic agent's log lines (torch gives them a handler)
+        for handler in logging.getLogger("torch.distributed").handlers: handler.setLevel(logging.CRITICAL)
+    try:
+        run(args)
+        return 0
+    except SignalException as e:                      # torchrun itself was told to stop: its workers were, and said so
+        return 128 + int(e.sigval)
+    except ChildFailedError as e:
+        line, code = _failure_line(*e.get_first_failure())
+        if line: print(line, file=sys.stderr, flush=True)
+        return code
+    except RendezvousError as e:
+        print(f"ff: error: torchrun's rendezvous failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+        return 1
+
+if __name__ == "__main__" and Path(sys.argv[0]).name == "launch.py": sys.exit(torchrun_main())
 
 # %% ../nbs/13_launch.ipynb #16ebf621
 def config_source(config) -> str:
@@ -86,48 +170,85 @@ class Launch:
     run_dir: Path
     nproc_per_node: int
     cmd: list[str]
+    node_rank: int = 0
 
     def __str__(self):
         return f"run directory: {self.run_dir}\nprocesses per node: {self.nproc_per_node}\ncommand: {shlex.join(self.cmd)}"
 
 def prepare_launch(config, overrides=(), run_name=None, nproc_per_node=None, nnodes=1, node_rank=0,
-                   rdzv_endpoint=None, max_restarts=0, fresh=False, gpus=None) -> Launch:
-    "Resolve config + overrides + run name, check this machine can run it, and build the torchrun command."
+                   rdzv_endpoint=None, max_restarts=0, fresh=False, restart_fold=False, gpus=None) -> Launch:
+    """Resolve config + overrides + run name, check this machine and the data can run it and (node 0) that no other job
+    holds the run directory, and build the torchrun command."""
     source = config_source(config)
     overrides = [*overrides, *([f"run.name={run_name}"] if run_name else [])]
     cfg = load_config(source, overrides)
     label = source if Path(source).is_file() else f"preset `{source}`"
     n = preflight(cfg, nproc_per_node, label, gpus)
-    cmd = torchrun_command(source, overrides, n, nnodes, node_rank, rdzv_endpoint, max_restarts, cfg.run.name, fresh)
-    return Launch(cfg, cfg.run_dir.resolve(), n, cmd)
+    check_data(cfg)
+    if node_rank == 0: check_job_lock(cfg.run_dir.resolve())
+    cmd = torchrun_command(source, overrides, n, nnodes, node_rank, rdzv_endpoint, max_restarts, cfg.run.name, fresh, restart_fold)
+    return Launch(cfg, cfg.run_dir.resolve(), n, cmd, node_rank)
+
+# %% ../nbs/13_launch.ipynb #4e5f7809
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None   # looked up before any fork
+_PR_SET_PDEATHSIG = 1
+
+def _die_with(parent: int):
+    "A `preexec_fn`: the child gets SIGTERM when the thread that started it exits (Linux), at once if `parent` is gone already."
+    def preexec():
+        if _PRCTL is not None: _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent: os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+def start_job(cmd: list[str], **popen) -> subprocess.Popen:
+    "Start `cmd` in its own session, with SIGTERM coming its way when this process (its starting thread) dies."
+    return subprocess.Popen(cmd, preexec_fn=_die_with(os.getpid()), start_new_session=True, **popen)
+
+def wait_job(proc: subprocess.Popen) -> int:
+    "Wait for `proc`, passing SIGINT, SIGTERM and SIGHUP on to it; its exit status (128 + N when signal N killed it)."
+    handlers = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try: code = proc.wait()
+    finally:
+        for s, h in handlers.items(): signal.signal(s, h)
+    return code if code >= 0 else 128 - code
+
+def run_job(la: Launch) -> int:
+    "Run `la`'s torchrun to its end (`ff train`), holding the run directory's lock on node 0; its exit status."
+    with lock_job(la.run_dir) if la.node_rank == 0 else contextlib.nullcontext():
+        return wait_job(start_job(la.cmd, env={**os.environ, LOCK_ENV: str(os.getpid())}))
 
 # %% ../nbs/13_launch.ipynb #b7480f20
+_LAST_WORD = re.compile(r"ff: (?:error: )?(.*)")
+
 def stream_command(cmd: list[str], out=None, cwd=None, env: dict | None = None, tail_lines: int = 80) -> None:
-    "Run `cmd`, copying its merged output line by line to `out`; `JobFailed` with the output's tail if it fails."
+    "Run `cmd`, copying its merged output line by line to `out`; `JobFailed` (the job's own error line first) if it fails."
     out = out or sys.stdout
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    tail = deque(maxlen=tail_lines)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            bufsize=1, cwd=cwd, env=env)
+    tail, last_word = deque(maxlen=tail_lines), []
+    proc = start_job(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1, cwd=cwd, env=env)
     try:
         for line in proc.stdout:
             out.write(line)
             out.flush()
             tail.append(line)
+            if line.startswith("ff: "): last_word = [_LAST_WORD.match(line)[1].rstrip("\n")]   # the job's last word ...
+            elif last_word: last_word.append(line.rstrip("\n"))                       # ... runs to the end
         code = proc.wait()
     except BaseException:
         proc.terminate()
-        try: proc.wait(timeout=30)
+        try: proc.wait(timeout=60)
         except subprocess.TimeoutExpired: proc.kill()
         raise
     finally:
         proc.stdout.close()
     if code:
-        raise JobFailed(f"the job exited with status {code}: {shlex.join(cmd)}\n"
-                        f"--- last {len(tail)} lines of its output ---\n{''.join(tail)}")
+        status = code if code > 0 else 128 - code
+        said = "\n".join(last_word) or f"the job exited with status {status}"
+        raise JobFailed(f"{said}\n(the job exited with status {status}: {shlex.join(cmd)})\n"
+                        f"--- last {len(tail)} lines of its output ---\n{''.join(tail)}", status)
 
 # %% ../nbs/13_launch.ipynb #59d96527
-PIPELINE_PARAMS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts", "fresh", "report")
+PIPELINE_PARAMS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts", "fresh", "restart_fold", "report")
 
 def split_params(items) -> tuple[list[str], dict]:
     "`key=value` items -> (config overrides for dotted keys, pipeline parameters for the others)."
@@ -142,32 +263,48 @@ def split_params(items) -> tuple[list[str], dict]:
     return overrides, params
 
 # %% ../nbs/13_launch.ipynb #b9b680b7
-def run_pipeline(config, overrides=(), name=None, params: dict | None = None, kernel: str = "factor_forecasting",
+@contextlib.contextmanager
+def _environ(key: str, value: str | None):
+    "`os.environ[key] = value` inside the block (None: unset), as child processes started there see it."
+    old = os.environ.pop(key, None)
+    if value is not None: os.environ[key] = value
+    try: yield
+    finally:
+        os.environ.pop(key, None)
+        if old is not None: os.environ[key] = old
+
+def _exit_code(ename: str, evalue: str) -> int:
+    "The exit status for a pipeline that failed with `ename: evalue`: the job's own, 2 for bad input, else 1."
+    if m := re.search(r"\(the job exited with status (\d+): ", evalue): return int(m[1])
+    names, todo = set(), [InputError]
+    while todo:
+        c = todo.pop(); names.add(c.__name__); todo += c.__subclasses__()
+    return 2 if ename in names else 1
+
+def run_pipeline(config, overrides=(), name=None, params: dict | None = None, kernel: str | None = None,
                  log_output: bool = True) -> Path:
     "Execute the train pipeline for `config` via papermill into `<run_dir>/train.ipynb`; returns the run directory."
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
     params = dict(params or {})
     bad = sorted(set(params) - set(PIPELINE_PARAMS))
     if bad: raise LaunchError(f"unknown pipeline parameter(s) {bad}; parameters are {', '.join(PIPELINE_PARAMS)}")
+    import papermill
+    declared = papermill.inspect_notebook(str(pipeline_path("train")))
+    if missing := sorted(set(params) - set(declared)):       # papermill would inject them, and the notebook ignore them
+        raise LaunchError(f"the train pipeline {pipeline_path('train')} takes no parameter {', '.join(missing)}")
     source = config_source(config)
     la = prepare_launch(source, overrides, name, **{k: v for k, v in params.items() if k != "report"})
     parameters = {"config": source, "overrides": list(overrides), "run_name": la.cfg.run.name, **params}
     node_rank = params.get("node_rank", 0)            # every node of a multi-node job keeps its own notebook
-    out, failure = la.run_dir / ("train.ipynb" if not node_rank else f"train_node{node_rank}.ipynb"), None
-    with atomic_target(out) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified file .* does not end in")   # the temp name
-        try:
-            papermill.execute_notebook(str(pipeline_path("train")), str(tmp), parameters=parameters, kernel_name=kernel,
-                                       cwd=os.getcwd(), progress_bar=False, log_output=log_output,
-                                       stdout_file=sys.stdout if log_output else None,
-                                       stderr_file=sys.stderr if log_output else None)
-        except PapermillExecutionError as e:
-            failure = e
+    out = la.run_dir / ("train.ipynb" if not node_rank else f"train_node{node_rank}.ipynb")
+    holder = lock_job(la.run_dir) if node_rank == 0 else contextlib.nullcontext()
+    with holder, _environ(LOCK_ENV, str(os.getpid()) if node_rank == 0 else None):
+        failure = execute_pipeline("train", out, parameters, kernel, log_output=log_output,
+                                   stdout_file=sys.stdout if log_output else None, stderr_file=sys.stderr if log_output else None)
     if failure is not None:
-        first = (failure.evalue or "").strip().splitlines()[:1]
-        raise PipelineFailed(f"the train pipeline failed ({failure.ename}: {first[0] if first else ''}); "
-                             f"the executed notebook shows the error: {out}")
+        evalue = (failure.evalue or "").strip()
+        said = evalue.split("\n(the job exited with status ")[0] if failure.ename == "JobFailed" else evalue.split("\n")[0]
+        raise PipelineFailed(f"{said or failure.ename}\n(the train pipeline failed with {failure.ename}; the executed notebook "
+                             f"shows it: {out})", _exit_code(failure.ename, evalue))
     return la.run_dir
 
 # %% ../nbs/13_launch.ipynb #c6846843

@@ -84,18 +84,25 @@ class Panel:
     @property
     def dates(self) -> list[int]: return self.scan.dates
 
+    @classmethod
+    def from_scan(cls, scan: DatasetScan, universe: Universe | None = None) -> "Panel":
+        "The panel of `scan`: its universe is the scan's stocks unless given (e.g. a trained model's); an unknown stock is an error."
+        uni = universe if universe is not None else Universe(pa.concat_arrays([d.sids for d in scan.days]))
+        return cls(scan, uni, [np.sort(uni.index(d.sids)) for d in scan.days], {d.date: i for i, d in enumerate(scan.days)})
+
 @functools.lru_cache(maxsize=8)
 def _open_panel(path: str, key: tuple, dcfg_items: tuple) -> Panel:
     dcfg = DataConfig(**dict(dcfg_items))
-    scan = scan_dataset(path, dcfg, dcfg.start, dcfg.end)
-    uni = Universe(pa.concat_arrays([d.sids for d in scan.days]))
-    return Panel(scan, uni, [np.sort(uni.index(d.sids)) for d in scan.days], {d.date: i for i, d in enumerate(scan.days)})
+    return Panel.from_scan(scan_dataset(path, dcfg, dcfg.start, dcfg.end))
+
+_NOT_SCANNED = {"synth", "seq_len", "normalize", "clip", "feature_dtype", "standardize_targets", "stocks_per_cross_section",
+                "memory_budget_gb", "cache_dir", "num_workers"}   # every other `data` key may change the scan: part of the key
 
 def open_panel(dcfg: DataConfig) -> Panel:
     "Scan `dcfg.path` (cached per process until a file changes)."
     files = day_files(dcfg.path, dcfg.start, dcfg.end)
     key = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for _, p in files)
-    names = ("path", "start", "end", "date_col", "time_col", "sid_col", "features", "exclude", "targets", "luld_col", "weight_col")
+    names = [f.name for f in fields(DataConfig) if f.name not in _NOT_SCANNED]
     items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in ((k, getattr(dcfg, k)) for k in names))
     return _open_panel(str(Path(dcfg.path).resolve()), key, items)
 
@@ -159,14 +166,16 @@ class DayArrays:
 def _read_day(panel: Panel, k: int, dcfg: DataConfig) -> DayArrays:
     cols, day = panel.columns, panel.scan.days[k]
     weight = [cols.weight] if cols.weight else []
-    t = read_parquet(day.path, [c for c in (cols.time, cols.sid) if c] + cols.features + cols.targets + weight)[1]
+    targets = [c for c in cols.targets if c in day.schema.names]          # a file to predict may lack them: NaN = unknown
+    t = read_parquet(day.path, [c for c in (cols.time, cols.sid) if c] + cols.features + targets + weight)[1]
     ts = np.searchsorted(day.times, t.column(cols.time).to_numpy()) if cols.time else np.zeros(t.num_rows, np.int64)
     idx = panel.universe.index(t.column(cols.sid))
     stocks = np.unique(idx)
     s_idx = np.searchsorted(stocks, idx)
     N, S, F, K = len(day.times), len(stocks), len(cols.features), len(cols.targets)
     raw = np.full((N, S, F), np.nan, np.float32); raw[ts, s_idx] = _columns_np(t, cols.features)
-    y = np.full((N, S, K), np.nan, np.float32); y[ts, s_idx] = _columns_np(t, cols.targets)
+    y = np.full((N, S, K), np.nan, np.float32)
+    if targets: y[ts[:, None], s_idx[:, None], [cols.targets.index(c) for c in targets]] = _columns_np(t, targets)
     w = np.ones((N, S), np.float32)
     if cols.weight:
         wv = _columns_np(t, weight)[:, 0]
@@ -396,7 +405,7 @@ class PanelDataset(IterableDataset):
     "Batches of whole cross-sections for one rank; every valid sample once per epoch across ranks x workers."
     def __init__(self, cfg: Config, days: Sequence[int] | None = None, *, rank: int = 0, world_size: int = 1,
                  train: bool = True, cross_sections_per_batch: int | None = None, num_workers: int | None = None,
-                 device="cpu", seed: int | None = None):
+                 device="cpu", seed: int | None = None, panel: Panel | None = None):
         d = cfg.data
         self.dcfg, self.train, self.rank, self.world_size = d, train, rank, world_size
         self.seq_len, self.seed, self.epoch, self.skip = d.seq_len, cfg.run.seed if seed is None else seed, 0, 0
@@ -408,7 +417,7 @@ class PanelDataset(IterableDataset):
             if cfg.trainer.batch_size == "auto": raise ConfigError("`trainer.batch_size: auto` must be resolved before building the loader")
             cross_sections_per_batch = -(-cfg.trainer.batch_size // (world_size * cfg.trainer.grad_accum))
         self.G, self.grad_accum = int(cross_sections_per_batch), max(1, cfg.trainer.grad_accum)
-        self.panel = open_panel(d)
+        self.panel = open_panel(d) if panel is None else panel            # `ff predict` passes its own (history + new days)
         self.universe, self.columns = self.panel.universe, self.panel.columns
         days = sorted(self.panel.dates if days is None else days)
         missing = [x for x in days if x not in self.panel.pos]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .core import Config, ConfigError
+from .core import Config, ConfigError, check_section
 
 # %% auto #0
 __all__ = ['cross_section_pearson', 'cross_section_ranks', 'CrossSectionLoss', 'build_loss']
@@ -128,11 +128,6 @@ def build_loss(cfg: Config) -> CrossSectionLoss:
     lc, targets = cfg.loss, cfg.data.targets
     for t in lc.target_weights:
         if t not in targets: raise ConfigError(f"`loss.target_weights.{t}`: not one of data.targets ({', '.join(targets)})")
-    for key in ("regression_weight", "ic_weight", "rank_ic_weight"):
-        if getattr(lc, key) < 0: raise ConfigError(f"`loss.{key}` must be >= 0, got {getattr(lc, key)}")
-    if any(v < 0 for v in lc.target_weights.values()): raise ConfigError("`loss.target_weights` must be >= 0")
-    if lc.soft_rank_temperature <= 0: raise ConfigError(f"`loss.soft_rank_temperature` must be > 0, got {lc.soft_rank_temperature}")
-    if lc.huber_delta <= 0: raise ConfigError(f"`loss.huber_delta` must be > 0, got {lc.huber_delta}")
-    if lc.min_stocks < 2: raise ConfigError(f"`loss.min_stocks` must be >= 2 (a correlation needs two pairs), got {lc.min_stocks}")
+    check_section(lc, "loss.", "the loss config")      # types and ranges, also for a config built in code
     return CrossSectionLoss(targets, lc.regression, lc.regression_weight, lc.huber_delta, lc.ic_weight, lc.rank_ic_weight,
                             lc.soft_rank_temperature, lc.target_weights, lc.sample_weight, lc.min_stocks)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Config, ConfigError, ModelConfig
+from .core import Config, ConfigError, ModelConfig, check_section
 
 log = logging.getLogger("factor_forecasting.model")
 
@@ -89,7 +89,10 @@ class ForecastModel(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, sid: torch.Tensor | None = None) -> torch.Tensor:
         "`[B, T, F]` windows (+ mask, + dense stock index) -> `[B, K]` forecasts, one column per target."
-        inp = model_inputs(x, mask, self.config.mask_channels)
+        return self.forward_inputs(model_inputs(x, mask, self.config.mask_channels), sid)
+
+    def forward_inputs(self, inp: torch.Tensor, sid: torch.Tensor | None = None) -> torch.Tensor:
+        "`forward` from the network input `inp` = `model_inputs(x, mask)` (what attribution differentiates through)."
         h = self.encode(inp[:, -1:] if self.pointwise else inp)
         z = self.pool(h) if self.pool is not None else h[:, -1]
         return self._read_out(z, sid)
@@ -248,10 +251,7 @@ for _name, _cls in [("tcn_attention", TCNAttention), ("linear", LinearModel), ("
 
 def _check(mc: ModelConfig, n_features: int, seq_len: int, n_stocks: int | None) -> None:
     if mc.name not in MODELS: raise ConfigError(f"`model.name`: {mc.name!r} is not one of {', '.join(MODELS)}")
-    for key in ("hidden", "layers", "kernel_size", "heads"):
-        if getattr(mc, key) < 1: raise ConfigError(f"`model.{key}` must be >= 1, got {getattr(mc, key)}")
-    if not 0.0 <= mc.dropout < 1.0: raise ConfigError(f"`model.dropout` must be in [0, 1), got {mc.dropout}")
-    if mc.stock_embedding < 0: raise ConfigError(f"`model.stock_embedding` must be >= 0, got {mc.stock_embedding}")
+    check_section(mc, "model.", "the model config")      # types and ranges, also for a config built in code
     if mc.name == "tcn_attention" and mc.hidden % mc.heads:
         raise ConfigError(f"`model.hidden` ({mc.hidden}) must be divisible by `model.heads` ({mc.heads})")
     if mc.attn_pool and MODELS[mc.name].pointwise:

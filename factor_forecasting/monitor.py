@@ -19,13 +19,13 @@ from .core import InputError
 
 # %% auto #0
 __all__ = ['STALE_S', 'EXIT_CODES', 'NO_HEARTBEAT_EXIT', 'STATUSES', 'CLEAR', 'MonitorError', 'read_heartbeat', 'run_status',
-           'MetricsTail', 'Snapshot', 'snapshot', 'render', 'monitor']
+           'finished_heartbeat', 'MetricsTail', 'Snapshot', 'snapshot', 'render', 'monitor']
 
 # %% ../nbs/10_monitor.ipynb #5db23715
 STALE_S = 60.0                     # a running run whose heartbeat is older than this is reported as stalled
-EXIT_CODES = {"finished": 0, "failed": 1, "stalled": 2, "running": 3}
+EXIT_CODES = {"finished": 0, "failed": 1, "stalled": 2, "running": 3, "stopped": 5}
 NO_HEARTBEAT_EXIT = 4              # `--once` when heartbeat.json is missing or unreadable (not a run state)
-STATUSES = ("running", "finished", "failed")   # what the trainer writes; "stalled" is the monitor's inference
+STATUSES = ("running", "finished", "failed", "stopped")   # what the trainer writes; "stalled" is the monitor's inference
 
 class MonitorError(InputError):
     "The run directory or one of its telemetry files is missing or unreadable; the message names the file."
@@ -55,6 +55,16 @@ def run_status(hb: dict, now: float | None = None, stale_s: float = STALE_S) -> 
     if hb["status"] != "running": return hb["status"]
     now = time.time() if now is None else now
     return "stalled" if now - hb["time"] > stale_s else "running"
+
+# %% ../nbs/10_monitor.ipynb #19b3c020
+def finished_heartbeat(run_dir) -> dict | None:
+    "The heartbeat of a run that has `predictions.parquet` but no `heartbeat.json`: finished (None when it has a heartbeat, or no predictions)."
+    run_dir = Path(run_dir)
+    preds = run_dir / "predictions.parquet"
+    if (run_dir / "heartbeat.json").exists() or not preds.is_file(): return None
+    t = preds.stat().st_mtime
+    return {"status": "finished", "time": t, "progress": 1.0,
+            "note": f"no heartbeat.json; finished: {preds.name} written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}"}
 
 # %% ../nbs/10_monitor.ipynb #86569ee8
 class MetricsTail:
@@ -102,7 +112,9 @@ class Snapshot:
 def snapshot(run_dir, tail: MetricsTail | None = None, now: float | None = None, stale_s: float = STALE_S) -> Snapshot:
     "Read the heartbeat and (incrementally, through `tail`) metrics.jsonl of `run_dir`."
     run_dir = Path(run_dir)
-    hb = read_heartbeat(run_dir)
+    try: hb = read_heartbeat(run_dir)
+    except MonitorError:
+        if (hb := finished_heartbeat(run_dir)) is None: raise
     now = time.time() if now is None else now
     tail = (tail or MetricsTail(run_dir / "metrics.jsonl")).update()
     return Snapshot(run_dir, run_status(hb, now, stale_s), hb, max(0.0, now - hb["time"]),
@@ -161,11 +173,12 @@ def render(s: Snapshot, width: int = 40) -> str:
     res = f"CPU {_f(hb.get('cpu_percent'), '.0f')}%   RSS {_f(hb.get('rss_gb'), '.2f')} GB"
     if _num(hb.get("gpu_mem_gb")): res += f"   GPU mem {hb['gpu_mem_gb']:.2f} GB"
     if _num(hb.get("gpu_util")): res += f"   GPU util {hb['gpu_util']:.0f}%"
-    lines += [res, f"heartbeat {_dur(s.age_s)} ago"]
+    lines += [res, hb.get("note") or f"heartbeat {_dur(s.age_s)} ago"]
     if s.status == "stalled":
         lines.append(f"WARNING: the heartbeat is {s.age_s:.0f} s old (> {STALE_S:.0f} s): the run looks stalled or dead"
                      f" (pid {hb.get('pid')} on {hb.get('host')})")
     if s.status == "failed": lines.append(f"FAILED: {hb.get('error') or 'no error message in the heartbeat'}")
+    if s.status == "stopped": lines.append(f"STOPPED: {hb.get('error') or 'asked to stop'}")
     return "\n".join(lines)
 
 # %% ../nbs/10_monitor.ipynb #65c96159
@@ -190,7 +203,7 @@ def monitor(run_dir, once: bool = False, interval: float = 5.0, out=None, stale_
             else:
                 print(f"{CLEAR if tty else ''}{render(s)}\n", file=out, flush=True)
                 code = s.exit_code
-                if s.status in ("finished", "failed"): return code
+                if s.status in ("finished", "failed", "stopped"): return code
             time.sleep(interval)
     except KeyboardInterrupt:
         return code

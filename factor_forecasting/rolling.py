@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .core import ConfigError, InputError, RollingConfig
 
 # %% auto #0
-__all__ = ['HORIZON_DAYS', 'horizon_days', 'Fold', 'make_folds', 'check_no_leak']
+__all__ = ['HORIZON_DAYS', 'horizon_days', 'Fold', 'make_folds', 'check_no_leak', 'days_read']
 
 # %% ../nbs/08_rolling.ipynb #31ca302c
 HORIZON_DAYS = {"intra30m": 1, "nextT1d": 1, "ema1d": 1}
@@ -83,3 +83,13 @@ def check_no_leak(folds: list[Fold], days, horizon: int) -> None:
             # the label of the last earlier-split row looks `horizon` trading days ahead: it must stay before `b`
             assert pos[a[-1]] + horizon < pos[b[0]], (f, "label horizon reaches the next split")
         assert list(f.train) == sorted(f.train) and list(f.test) == sorted(f.test)
+
+# %% ../nbs/08_rolling.ipynb #87043c81
+def days_read(fold: Fold, days, snapshots, seq_len: int) -> list[int]:
+    "The trading days whose files `fold` reads: `seq_len - 1` snapshots of history, then its first train day to its last test day."
+    days = list(days)
+    first, last = days.index(fold.train[0]), days.index(fold.test[-1])
+    k, n = first, 0
+    while n < seq_len - 1 and k > 0:
+        k -= 1; n += snapshots[k]
+    return days[k:last + 1]

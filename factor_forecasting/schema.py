@@ -14,11 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .core import DataConfig, InputError
+from .core import TARGETS, DataConfig, InputError
+from .metrics import cross_section_ic
 
 # %% auto #0
-__all__ = ['SchemaError', 'Columns', 'resolve_columns', 'column_problems', 'day_files', 'DayScan', 'read_parquet', 'sid_array',
-           'scan_day', 'DatasetScan', 'scan_dataset', 'check_dataset']
+__all__ = ['LEAK_RANK_IC', 'LEAK_SAMPLE_DAYS', 'SchemaError', 'Columns', 'never_feature', 'resolve_columns', 'column_problems',
+           'day_files', 'DayScan', 'read_parquet', 'sid_array', 'scan_day', 'DatasetScan', 'scan_dataset',
+           'check_dataset']
 
 # %% ../nbs/02_schema.ipynb #34fcaf6a
 class SchemaError(InputError):
@@ -34,23 +36,40 @@ class Columns:
     targets: list[str]
     luld: str | None = None      # present in the data, else None
     weight: str | None = None    # present in the data, else None
+    group: str | None = None     # present in the data, else None (never a feature)
+    size: str | None = None      # present in the data, else None (a feature too, unless excluded)
 
     @property
     def keys(self) -> list[str]: return [c for c in (self.date, self.time, self.sid) if c]
 
+def never_feature(dcfg: DataConfig, column: str) -> str | None:
+    "Why `column` can never be a feature under `dcfg` (None: it can be one)."
+    if column in dcfg.targets: return "a target (data.targets)"
+    if column in TARGETS: return "a standard target name (core.TARGETS)"
+    if column in dcfg.label_columns: return "a label column (data.label_columns)"
+    if column in (dcfg.date_col, dcfg.time_col, dcfg.sid_col): return "a key column (date/time/sid)"
+    if column in (dcfg.luld_col, dcfg.weight_col): return "the luld or weight column"
+    if column == dcfg.group_col: return "the group column (data.group_col): a category code is not a number"
+    if column in dcfg.exclude: return "excluded (data.exclude)"
+    return None
+
 def resolve_columns(dcfg: DataConfig, schema: pa.Schema, source: str = "dataset") -> Columns:
-    "Column roles for a file with `schema`, from the `data` config section."
+    "Column roles for a dataset whose columns are `schema`, from the `data` config section."
     names = schema.names
-    optional = {c for c in (dcfg.luld_col, dcfg.weight_col) if c}
-    reserved = {dcfg.date_col, dcfg.time_col, dcfg.sid_col, *dcfg.targets, *optional, *dcfg.exclude} - {None}
-    if dcfg.features is None: features = [c for c in names if c not in reserved]
+    if dcfg.features is None: features = [c for c in names if never_feature(dcfg, c) is None]
     else:
         features = list(dcfg.features)
-        clash = [c for c in features if c in reserved]
-        if clash: raise SchemaError(f"`data.features` includes reserved column(s) {clash} (date/time/sid/target/luld/weight/exclude)")
+        clash = [(c, never_feature(dcfg, c)) for c in features if never_feature(dcfg, c)]
+        if clash:
+            label = lambda why: why.startswith(("a target", "a standard", "a label"))
+            raise SchemaError("; ".join(f"`data.features` lists `{c}`, {why}: " + ("a forward-looking column used as an input "
+                                        "leaks the future" if label(why) else "it cannot be a feature") for c, why in clash))
     if not features: raise SchemaError(f"{source}: no feature columns (every column is reserved or excluded)")
-    return Columns(dcfg.date_col, dcfg.time_col, dcfg.sid_col, features, list(dcfg.targets),
-                   dcfg.luld_col if dcfg.luld_col in names else None, dcfg.weight_col if dcfg.weight_col in names else None)
+    if dcfg.group_col is not None and dcfg.group_col == dcfg.size_col:
+        raise SchemaError(f"data.group_col and data.size_col both name `{dcfg.group_col}`: a column is a group or a size, not both")
+    present = lambda c: c if c in names else None
+    return Columns(dcfg.date_col, dcfg.time_col, dcfg.sid_col, features, list(dcfg.targets), present(dcfg.luld_col),
+                   present(dcfg.weight_col), present(dcfg.group_col), present(dcfg.size_col))
 
 # %% ../nbs/02_schema.ipynb #ca96576f
 def _is_int(t): return pa.types.is_integer(t)
@@ -59,13 +78,16 @@ def _is_sid(t):
     if pa.types.is_dictionary(t): t = t.value_type
     return pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
 
-def column_problems(cols: Columns, schema: pa.Schema) -> list[str]:
-    "Missing or mistyped columns of one file, as `column ...` phrases (empty when the schema fits)."
+def column_problems(cols: Columns, schema: pa.Schema, require_targets: bool = True) -> list[str]:
+    """Missing or mistyped columns of one file, as `column ...` phrases (empty when the schema fits). With
+    `require_targets=False` (data to predict, whose future is unknown) a missing target is no problem; a present one
+    must still be a float."""
     rules = [(cols.date, _is_int, "an integer YYYYMMDD"), (cols.time, _is_int, "an integer HHMMSS"),
              (cols.sid, _is_sid, "a string or integer id")]
-    rules += [(c, pa.types.is_floating, "a float target") for c in cols.targets]
+    rules += [(c, pa.types.is_floating, "a float target") for c in cols.targets if require_targets or c in schema.names]
     rules += [(c, _is_num, "a numeric feature") for c in cols.features]
-    rules += [(cols.luld, _is_int, "an integer limit flag"), (cols.weight, _is_num, "a numeric weight")]
+    rules += [(cols.luld, _is_int, "an integer limit flag"), (cols.weight, _is_num, "a numeric weight"),
+              (cols.group, _is_sid, "an integer or string group"), (cols.size, _is_num, "a numeric size")]
     out = []
     for name, ok, what in rules:
         if name is None: continue
@@ -123,15 +145,17 @@ def sid_array(col) -> pa.Array:
     if pa.types.is_dictionary(a.type): a = a.dictionary_decode()
     return a.cast(pa.int64() if pa.types.is_integer(a.type) else pa.string())
 
-def scan_day(date: int, path: Path, dcfg: DataConfig, cols: Columns | None = None) -> DayScan:
-    "Scan one day file (footer + key columns); raise `SchemaError` naming the file and column on any problem."
+def scan_day(date: int, path: Path, dcfg: DataConfig, cols: Columns | None = None, require_targets: bool = True) -> DayScan:
+    """Scan one day file (footer + key columns); raise `SchemaError` naming the file and column on any problem.
+    `require_targets=False`: a missing target column is allowed and counts as no finite value."""
     f, _ = read_parquet(path)
     schema, rows = f.schema_arrow, f.metadata.num_rows
     cols = cols or resolve_columns(dcfg, schema, str(path))
-    probs = column_problems(cols, schema)
+    probs = column_problems(cols, schema, require_targets)
     if probs: raise SchemaError("; ".join(f"{path}: {p}" for p in probs))
     if rows == 0: raise SchemaError(f"{path}: empty file (0 rows)")
-    _, t = read_parquet(path, cols.keys + cols.targets)
+    targets = [c for c in cols.targets if c in schema.names]
+    _, t = read_parquet(path, cols.keys + targets)
     dates = t.column(cols.date)
     lo, hi = pc.min_max(dates).values()
     if dates.null_count or lo.as_py() != date or hi.as_py() != date:
@@ -147,7 +171,7 @@ def scan_day(date: int, path: Path, dcfg: DataConfig, cols: Columns | None = Non
         raise SchemaError(f"{path}: duplicate ({cols.keys and ', '.join(cols.keys)}) rows, e.g. time={times[dup]} "
                           f"{cols.sid}={sid[dup].as_py()} ({rows - len(uniq)} duplicates)")
     ok = np.zeros(rows, bool)
-    for c in cols.targets: ok |= np.isfinite(t.column(c).to_numpy(zero_copy_only=False))
+    for c in targets: ok |= np.isfinite(t.column(c).to_numpy(zero_copy_only=False))
     tvals, inv = np.unique(times, return_inverse=True)
     return DayScan(date, path, rows, tvals.astype(np.int32), np.bincount(inv).astype(np.int64),
                    np.bincount(inv, weights=ok, minlength=len(tvals)).astype(np.int64), codes.dictionary, schema)
@@ -159,43 +183,103 @@ class DatasetScan:
     path: Path
     columns: Columns
     days: list[DayScan]
+    uneven_columns: dict[str, list[Path]] = field(default_factory=dict)   # column -> the files that lack it
 
     @property
     def dates(self) -> list[int]: return [d.date for d in self.days]
 
-def scan_dataset(path, dcfg: DataConfig, start: int | None = None, end: int | None = None, max_errors: int = 20) -> DatasetScan:
+def _union(schemas) -> pa.Schema:
+    "Every column of `schemas` once, in order of first appearance."
+    out = {}
+    for s in schemas:
+        for f in s: out.setdefault(f.name, f)
+    return pa.schema(list(out.values()))
+
+def _some_files(files: list[Path], n: int = 3) -> str:
+    return ", ".join(p.name for p in files[:n]) + (f" and {len(files) - n} more" if len(files) > n else "")
+
+def scan_dataset(path, dcfg: DataConfig, start: int | None = None, end: int | None = None, max_errors: int = 20,
+                 require_targets: bool = True) -> DatasetScan:
     "Scan every `YYYYMMDD.parquet` of `path` in `[start, end]`; raise one `SchemaError` listing every bad file."
-    files = day_files(path, start, end)
-    cols, days, errors = None, [], []
-    for date, p in files:
-        try:
-            if cols is None: cols = resolve_columns(dcfg, read_parquet(p)[0].schema_arrow, str(p))
-            days.append(scan_day(date, p, dcfg, cols))
+    files, schemas, errors = day_files(path, start, end), {}, []
+    for _, p in files:
+        try: schemas[p] = read_parquet(p)[0].schema_arrow
         except SchemaError as e: errors.append(str(e))
+    uneven = {c: [p for p in schemas if c not in schemas[p].names] for c in _union(schemas.values()).names}
+    uneven = {c: lacking for c, lacking in uneven.items() if lacking}
+    cols, days = None, []
+    if schemas:
+        try: cols = resolve_columns(dcfg, _union(schemas.values()), str(path))
+        except SchemaError as e: errors.append(str(e))
+    if cols is not None:
+        if dcfg.features is None:
+            for c in [c for c in cols.features if c in uneven]:
+                holding = [p for p in schemas if p not in uneven[c]]
+                errors.append(f"{path}: column `{c}` is in {len(holding)} of {len(schemas)} files ({_some_files(holding)}) and missing "
+                              f"from {_some_files(uneven[c])}: as a feature (data.features: null takes every column not reserved) "
+                              "it must be in every file; add it to data.exclude, or list data.features")
+            cols.features = [c for c in cols.features if c not in uneven]   # each file's own check does not repeat them
+        for date, p in files:
+            if p not in schemas: continue
+            try: days.append(scan_day(date, p, dcfg, cols, require_targets))
+            except SchemaError as e: errors.append(str(e))
     if errors:
-        more = f"\n... and {len(errors) - max_errors} more bad file(s)" if len(errors) > max_errors else ""
-        raise SchemaError(f"{len(errors)} bad file(s) in {path}:\n" + "\n".join(errors[:max_errors]) + more)
-    return DatasetScan(Path(path), cols, days)
+        more = f"\n... and {len(errors) - max_errors} more error(s)" if len(errors) > max_errors else ""
+        raise SchemaError(f"{len(errors)} problem(s) in {path}:\n" + "\n".join(errors[:max_errors]) + more)
+    return DatasetScan(Path(path), cols, days, uneven)
 
 # %% ../nbs/02_schema.ipynb #576cca80
-def check_dataset(path, dcfg: DataConfig) -> dict:
+LEAK_RANK_IC = 0.3       # |mean same-row RankIC| of a feature with a target above this: a likely leak
+LEAK_SAMPLE_DAYS = 20    # days (spread evenly) the leak check reads
+
+def _same_row_rank_ic(X: np.ndarray, y: np.ndarray, times: np.ndarray, min_stocks: int) -> np.ndarray:
+    "`[cross-sections, features]` RankIC of each feature column of `X` with `y`, within each snapshot of one day."
+    _, codes = np.unique(times, return_inverse=True)
+    return cross_section_ic(X, np.repeat(y[:, None], X.shape[1], 1), codes, min_stocks, rank=True)
+
+def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
     "Scan and summarise a dataset (raises `SchemaError` naming every bad file); the summary is plain JSON-able data."
     scan = scan_dataset(path, dcfg, dcfg.start, dcfg.end)
     cols = scan.columns
-    miss = np.zeros(len(cols.features)); cover = np.zeros(len(cols.targets)); rows = 0
-    for day in scan.days:
-        t = read_parquet(day.path, cols.features + cols.targets)[1]
-        for i, c in enumerate(cols.features):
-            miss[i] += day.rows - np.isfinite(t.column(c).to_numpy(zero_copy_only=False).astype(np.float64)).sum()
-        for i, c in enumerate(cols.targets): cover[i] += np.isfinite(t.column(c).to_numpy(zero_copy_only=False)).sum()
+    F, T = len(cols.features), len(cols.targets)
+    miss, inf, seen = np.zeros(F), np.zeros(F, np.int64), np.zeros(F, bool)
+    cover, rows = np.zeros(T), 0
+    ric_sum, ric_n = np.zeros((F, T)), np.zeros((F, T))
+    sample = set(np.linspace(0, len(scan.days) - 1, min(len(scan.days), LEAK_SAMPLE_DAYS)).round().astype(int).tolist())
+    for k, day in enumerate(scan.days):
+        t = read_parquet(day.path, cols.features + cols.targets + ([cols.time] if cols.time else []))[1]
+        X = np.column_stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.features])
+        ok = np.isfinite(X)
+        miss += day.rows - ok.sum(0); inf += np.isinf(X).sum(0); seen |= ok.any(0)
+        Y = [t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.targets]
+        for i, y in enumerate(Y): cover[i] += np.isfinite(y).sum()
         rows += day.rows
+        if k in sample:
+            times = t.column(cols.time).to_numpy() if cols.time else np.zeros(day.rows)
+            for i, y in enumerate(Y):
+                r = _same_row_rank_ic(X, y, times, min_stocks)
+                ric_sum[:, i] += np.nansum(r, 0); ric_n[:, i] += np.isfinite(r).sum(0)
+    with np.errstate(invalid="ignore"): ric = ric_sum / ric_n                    # NaN: no cross-section large enough
+    pairs = sorted(({"feature": f, "target": tg, "rank_ic": round(float(ric[i, j]), 4)}
+                    for i, f in enumerate(cols.features) for j, tg in enumerate(cols.targets) if np.isfinite(ric[i, j])),
+                   key=lambda p: -abs(p["rank_ic"]))
     stocks = np.array([len(d.sids) for d in scan.days])
     snaps = np.array([len(d.times) for d in scan.days])
+    present = set().union(*(d.schema.names for d in scan.days))
     return {"path": str(path), "files": len(scan.days), "first_date": scan.days[0].date, "last_date": scan.days[-1].date,
             "rows": int(rows), "stocks_per_day": {"min": int(stocks.min()), "median": float(np.median(stocks)), "max": int(stocks.max())},
             "snapshots_per_day": {"min": int(snaps.min()), "max": int(snaps.max())},
             "universe": int(len(pa.concat_arrays([d.sids for d in scan.days]).unique())),
-            "features": len(cols.features), "missing_rate": dict(zip(cols.features, (miss / rows).round(6).tolist())),
+            "features": F, "feature_names": list(cols.features),
+            "missing_rate": dict(zip(cols.features, (miss / rows).round(6).tolist())),
+            "infinite": {f: int(n) for f, n in zip(cols.features, inf) if n},
+            "all_missing": [f for f, s in zip(cols.features, seen) if not s],
             "target_coverage": dict(zip(cols.targets, (cover / rows).round(6).tolist())),
             "trainable_rows": int(sum(d.trainable.sum() for d in scan.days)),
-            "luld": cols.luld, "weight": cols.weight}
+            "luld": cols.luld, "weight": cols.weight,
+            "leak_check": {"threshold": LEAK_RANK_IC, "sample_days": len(sample), "min_stocks": min_stocks,
+                           "max": pairs[0] if pairs else None, "flagged": [p for p in pairs if abs(p["rank_ic"]) > LEAK_RANK_IC]},
+            "thin_days": {d.date: int(d.counts.min()) for d in scan.days if d.counts.min() < min_stocks},
+            "uneven_columns": {c: {"present_in": [d.path.name for d in scan.days if d.path not in lacking],
+                                   "missing_from": [p.name for p in lacking]} for c, lacking in scan.uneven_columns.items()},
+            "label_columns_absent": [c for c in dcfg.label_columns if c not in present]}

@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -25,18 +26,18 @@ import pyarrow.parquet as pq
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import TARGETS, Config, InputError, SynthConfig, atomic_target
-from .metrics import daily_ic, ic_frame, ic_summary
+from .core import (
+    SESSION_MINUTES, TARGETS, Config, DataConfig, InputError, SynthConfig, atomic_target, check_section)
+from .metrics import NEUTRAL, daily_ic, ic_frame, ic_summary, neutral_ic_frames, neutral_table
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SESSION_MINUTES', 'GENERATOR_VERSION', 'session_times', 'weekdays', 'MarketParams', 'target_weights',
-           'SyntheticMarket', 'Snapshot', 'SynthDay', 'simulate', 'write_synthetic', 'stale_reason', 'ensure_dataset']
+__all__ = ['log', 'FEATURE_TRUTH', 'GENERATOR_VERSION', 'NEUTRAL_BATCH_DAYS', 'session_times', 'weekdays', 'MarketParams',
+           'target_weights', 'market_settings', 'SyntheticMarket', 'Snapshot', 'SynthDay', 'simulate', 'feature_truth',
+           'write_synthetic', 'stale_reason', 'check_data_path', 'ensure_dataset']
 
 # %% ../nbs/01_synthetic.ipynb #6e5fcc0c
-SESSION_MINUTES = 240
-
 def session_times(snapshots: int) -> np.ndarray:
     "HHMMSS int32 snapshot times: the ends of `snapshots` equal bars over 09:30-11:30 + 13:00-15:00."
     if snapshots < 1 or SESSION_MINUTES % snapshots:
@@ -95,6 +96,13 @@ class MarketParams:
     limit: float = 0.1             # luld = +-1 when the move since the previous close reaches +-limit
     adv_days: int = 50             # ADV50 = mean daily dollar volume over the previous `adv_days` traded days
     noise: float = 1.0             # multiplier of market, noise and jumps (0 = returns are the signal alone)
+    sectors: int = 10              # sectors: each stock belongs to one for the whole sample (the `sector` column)
+    sector_loading: float = 0.7    # loading of the fast linear features on their sector's shared component
+    mcap_phi: float = 0.98         # daily AR(1) coefficient of a stock's log market cap around its own level
+    mcap_dev: float = 0.3          # stationary std of that deviation (the levels have std 1)
+    c_size: float = 0.00012        # size tilt: return per snapshot per unit of log market cap above exp(log_size_mean)
+    w_size: float = -1.0           #   (negative: small caps earn more), times SynthConfig.signal
+    log_size_mean: float = 18.420681  # log(1e8): the centre of the stocks' log market caps
 
 # %% ../nbs/01_synthetic.ipynb #0b0c6095
 def target_weights(snapshots: int) -> np.ndarray:
@@ -106,10 +114,13 @@ def target_weights(snapshots: int) -> np.ndarray:
     return W
 
 # %% ../nbs/01_synthetic.ipynb #b0601ea0
-def _validate(cfg: SynthConfig) -> None:
-    for key, low in (("stocks", 2), ("days", 1), ("features", 10), ("snapshots", 1)):
-        if getattr(cfg, key) < low: raise InputError(f"`data.synth.{key}` must be at least {low}, got {getattr(cfg, key)}")
-    if cfg.signal < 0: raise InputError(f"`data.synth.signal` must be >= 0, got {cfg.signal}")
+def _validate(cfg: SynthConfig, source: str = "the synthetic-market settings") -> None:
+    "Check `cfg` against the rules of its fields (`core.SynthConfig`: the one place the limits live, so `ff data synth --help` states them)."
+    check_section(cfg, "data.synth.", source)
+
+def market_settings(synth: SynthConfig) -> dict:
+    "The settings that make the market: every field of `synth` but `generate` (which says where it may be written)."
+    return {k: v for k, v in dataclasses.asdict(synth).items() if k != "generate"}
 
 class SyntheticMarket:
     "The synthetic market of `cfg`: static draws at construction, one snapshot per `step()`."
@@ -138,23 +149,29 @@ class SyntheticMarket:
         A *= np.sqrt(static.uniform(0.1, 0.6, F) / (A ** 2).sum(1))[:, None]
         A[self.noise_cols] = 0.0
         self.A, self.D_idio = A, np.sqrt(1.0 - (A ** 2).sum(1))
-        self.Sigma = A @ A.T + np.diag(self.D_idio ** 2)
+        # the fast linear features share a per-sector component: innovation sqrt(1-l^2) e + l sign(w) e_sector
+        self._a = np.array([r["a1"], r["a2"], r["a3"]])
+        self._sector_sign = np.sign(np.array(p.w_fast, dtype=float))
+        mix = np.ones(F); mix[self._a] = np.sqrt(1 - p.sector_loading ** 2)
+        self.Sigma = (A @ A.T + np.diag(self.D_idio ** 2)) * np.outer(mix, mix)
+        self.Sigma[np.ix_(self._a, self._a)] += p.sector_loading ** 2 * np.outer(self._sector_sign, self._sector_sign)
         # stocks: betas, volatilities, sizes, prices
         self.beta = static.uniform(0.5, 1.5, N)
         self.base_var = (p.vol * np.exp(p.vol_dispersion * static.standard_normal(N))) ** 2
-        self.log_size = np.log(1e8) + static.standard_normal(N)
+        self.log_size = p.log_size_mean + static.standard_normal(N)
         self.logp = np.log(static.uniform(5.0, 50.0, N))
+        self.sector = static.integers(0, p.sectors, N).astype(np.int16)
+        self.mcap_dev = p.mcap_dev * static.standard_normal(N)   # today's deviation of log market cap from log_size
         # signal constants
         stationary_cov = lambda i, j: self.Sigma[np.ix_(i, j)] * np.sqrt(np.outer(1 - self.phi[i] ** 2, 1 - self.phi[j] ** 2)) \
             / (1 - np.outer(self.phi[i], self.phi[j]))
-        self._a = np.array([r["a1"], r["a2"], r["a3"]])
         w = np.array(p.w_fast, dtype=float)
         self._wa = w / np.sqrt(w @ stationary_cov(self._a, self._a) @ w)     # unit variance whatever the loadings
         rho = stationary_cov([r["b"]], [r["c"]])[0, 0]
         self.w_inter = p.w_inter / np.sqrt(1 + rho ** 2)                     # Var(x_b x_c) = 1 + rho^2 if Gaussian
         self.kappa = (1 - p.missing) ** 2 * rho
         s = cfg.signal
-        self.c_fast, self.c_slow, self.c_rank = s * p.c_fast, s * p.c_slow, s * p.c_rank
+        self.c_fast, self.c_slow, self.c_rank, self.c_size = s * p.c_fast, s * p.c_slow, s * p.c_rank, s * p.c_size * p.w_size
         self.W = target_weights(S)
         self._oracle_coefs()
         # dynamic state
@@ -178,12 +195,20 @@ class SyntheticMarket:
         return self.rng.standard_normal(shape) * np.sqrt((df - 2) / self.rng.chisquare(df, shape))
 
     def _innovation(self) -> np.ndarray:
-        "`[N, F]` multivariate-t innovations with covariance `Sigma`."
+        "`[N, F]` innovations with covariance `Sigma`: multivariate t, plus the fast features' Student-t sector shocks."
         g = self.rng.standard_normal((self.N, self.p.factors))
         z = self.rng.standard_normal((self.N, self.F)) * self.D_idio
         for k in range(self.p.factors): z += g[:, k:k + 1] * self.A[:, k]   # not BLAS: bitwise the same everywhere
-        df = self.p.t_df
-        return z * np.sqrt((df - 2) / self.rng.chisquare(df, self.N))[:, None]
+        df, l = self.p.t_df, self.p.sector_loading
+        z *= np.sqrt((df - 2) / self.rng.chisquare(df, self.N))[:, None]
+        shock = self._t(self.p.sectors, df)[self.sector]                   # one shock per sector, shared by its stocks
+        z[:, self._a] = np.sqrt(1 - l ** 2) * z[:, self._a] + l * shock[:, None] * self._sector_sign
+        return z
+
+    @property
+    def log_mcap(self) -> np.ndarray:
+        "`[N]` today's log market cap (constant within a day)."
+        return self.log_size + self.mcap_dev
 
 # %% ../nbs/01_synthetic.ipynb #a0cf7388
 @patch
@@ -210,16 +235,19 @@ def _oracle_coefs(self: SyntheticMarket) -> None:
 def _oracle(self: SyntheticMarket) -> np.ndarray:
     "`[N, 3]` exact expectations of intra30m, nextT1d, ema1d for the row at the current snapshot."
     S, x, r, k = self.S, self.x, self.roles, self.S
+    hs = np.arange(1, S)
     fast = np.empty((self.N, S))
     fast[:, 0] = self.fast
     if S > 1:
         lin = np.einsum("nl,lh->nh", x[:, self._a] * self._wa, self._pa)
         inter = self.w_inter * (np.outer(x[:, r["b"]] * x[:, r["c"]], self._pbc) + self._cbc)
         fast[:, 1:] = self.c_fast * (lin + inter)
+        today = self.u % S + hs < S                         # the emission at u+h is made today (else tomorrow)
+        tomorrow = self.log_size + self.p.mcap_phi * self.mcap_dev   # E[tomorrow's log market cap]
+        fast[:, 1:] += self.c_size * (np.where(today, self.log_mcap[:, None], tomorrow[:, None]) - self.p.log_size_mean)
     g = np.concatenate([self.g_hist, np.outer(x[:, r["g"]], self._ph["g"])], 1)     # o[g]_{u-S..u+S-1}
     h = np.concatenate([self.h_hist, np.outer(x[:, r["h"]], self._ph["h"])], 1)     # o[h]_{u-S+1..u+S-1}
     hc = np.concatenate([np.zeros((self.N, 1)), np.cumsum(h, 1)], 1)
-    hs = np.arange(1, S)
     slow_future = self.c_slow * (self.p.w_change * (g[:, S + hs] - g[:, S + hs - k])
                                  + self.p.w_ma * (hc[:, hs + S] - hc[:, hs]) / S)
     slow = np.concatenate([self.slow, slow_future], 1)
@@ -239,6 +267,7 @@ class Snapshot:
     traded: np.ndarray     # [N] bool, for the whole day
     adv: np.ndarray        # [N] float ADV50 (NaN before any traded day)
     prev_close: np.ndarray # [N] log close of the previous trading day
+    log_mcap: np.ndarray   # [N] log market cap of the day
 
 @patch
 def _begin_day(self: SyntheticMarket, d: int) -> None:
@@ -247,6 +276,7 @@ def _begin_day(self: SyntheticMarket, d: int) -> None:
         self.volume[:, :-1] = self.volume[:, 1:]
         self.volume[:, -1] = np.where(self.traded, np.exp(self.log_size + 0.4 * self.rng.standard_normal(N)), np.nan)
         self.prev_close = self.logp.copy()
+        self.mcap_dev = p.mcap_phi * self.mcap_dev + np.sqrt(1 - p.mcap_phi ** 2) * p.mcap_dev * self.rng.standard_normal(N)
     seen = np.isfinite(self.volume).sum(1)
     self.adv = np.where(seen > 0, np.nansum(self.volume, 1) / np.maximum(seen, 1), np.nan)
     listed = (self.list_day <= d) & (d < self.end_day)
@@ -282,7 +312,8 @@ def step(self: SyntheticMarket) -> Snapshot:
     ret = alpha + p.noise * (self.beta * mkt + (p.overnight if s == 0 else 1.0) * shock + jump)
     self.logp = self.logp + ret
     # emissions at u, from what is observed at u
-    self.fast = self.c_fast * ((obs[:, self._a] * self._wa).sum(1) + self.w_inter * (obs[:, r["b"]] * obs[:, r["c"]] - self.kappa))
+    self.fast = self.c_fast * ((obs[:, self._a] * self._wa).sum(1) + self.w_inter * (obs[:, r["b"]] * obs[:, r["c"]] - self.kappa)) \
+        + self.c_size * (self.log_mcap - p.log_size_mean)
     for hist, col in ((self.g_hist, r["g"]), (self.h_hist, r["h"])):
         hist[:, :-1] = hist[:, 1:]; hist[:, -1] = obs[:, col]
     es = self.c_slow * (p.w_change * (self.g_hist[:, -1] - self.g_hist[:, 0]) + p.w_ma * self.h_hist.mean(1))
@@ -294,7 +325,7 @@ def step(self: SyntheticMarket) -> Snapshot:
     luld = (move >= p.limit).astype(np.int8) - (move <= -p.limit).astype(np.int8)
     self.u += 1
     return Snapshot(d, s, np.where(seen, self.x, np.nan).astype(np.float32), ret, self.logp, oracle, luld,
-                    self.traded, self.adv, self.prev_close)
+                    self.traded, self.adv, self.prev_close, self.log_mcap)
 
 # %% ../nbs/01_synthetic.ipynb #571c58a2
 @dataclass
@@ -309,7 +340,7 @@ class SynthDay:
 def _run_day(m: SyntheticMarket) -> dict:
     snaps = [m.step() for _ in range(m.S)]
     out = {k: np.stack([getattr(sn, k) for sn in snaps]) for k in ("x", "r", "logp", "oracle", "luld")}
-    return out | {k: getattr(snaps[0], k) for k in ("day", "traded", "adv", "prev_close")}
+    return out | {k: getattr(snaps[0], k) for k in ("day", "traded", "adv", "prev_close", "log_mcap")}
 
 def _finish_day(m: SyntheticMarket, day: dict, nxt: dict | None) -> SynthDay:
     "Targets of `day` from the returns of `day` and `nxt` (None after the last day), then the rows of traded stocks."
@@ -328,7 +359,8 @@ def _finish_day(m: SyntheticMarket, day: dict, nxt: dict | None) -> SynthDay:
             "sid": np.tile(m.sid[idx], S)}
     cols |= {str(f): xt[f] for f in range(F)}
     cols |= {t: rows(y)[:, k].astype(np.float32) for k, t in enumerate(TARGETS)}
-    cols |= {"luld": rows(day["luld"]), "ADV50": np.tile(day["adv"][idx], S).astype(np.float32)}
+    cols |= {"luld": rows(day["luld"]), "ADV50": np.tile(day["adv"][idx], S).astype(np.float32),
+             "sector": np.tile(m.sector[idx], S), "log_mcap": np.tile(day["log_mcap"][idx], S).astype(np.float32)}
     return SynthDay(int(m.dates[day["day"]]), pa.table(cols), rows(day["oracle"]), rows(day["logp"]),
                     np.tile(day["prev_close"][idx], S))
 
@@ -347,11 +379,11 @@ class _LastSnapshotFit:
     "Pooled within-cross-section least squares of the oracles on last-snapshot terms (normal equations)."
     def __init__(self, m: SyntheticMarket):
         self.roles, self.S, self.F, self.days = m.roles, m.S, m.F, 0
-        P = m.F + 2
+        P = m.F + 3
         self.xtx, self.xty, self.yty = np.zeros((P, P)), np.zeros((P, 3)), np.zeros(3)
 
     def add(self, day: SynthDay) -> None:
-        "Add one cross-section of `day`: snapshot `i mod S` on the i-th day (the fit has F+2 unknowns, not 10^7)."
+        "Add one cross-section of `day`: snapshot `i mod S` on the i-th day (the fit has F+3 unknowns, not 10^7)."
         s, r = self.days % self.S, self.roles
         self.days += 1
         t = day.table.slice(s * (day.table.num_rows // self.S), day.table.num_rows // self.S)
@@ -360,7 +392,8 @@ class _LastSnapshotFit:
         x = np.stack([t.column(str(f)).to_numpy(zero_copy_only=False) for f in range(self.F)], 1).astype(np.float64)[ok]
         rank = _centred_rank(np.nan_to_num(x[:, r["q"]]), np.isfinite(x[:, r["q"]]))
         x = np.nan_to_num(x)
-        X = np.c_[x, x[:, r["b"]] * x[:, r["c"]], rank]
+        size = t.column("log_mcap").to_numpy(zero_copy_only=False).astype(np.float64)[ok]
+        X = np.c_[x, x[:, r["b"]] * x[:, r["c"]], rank, size]
         Y = day.oracle[s * len(ok):(s + 1) * len(ok)][ok]
         X, Y = X - X.mean(0), Y - Y.mean(0)
         self.xtx += X.T @ X; self.xty += X.T @ Y; self.yty += (Y ** 2).sum(0)
@@ -369,6 +402,11 @@ class _LastSnapshotFit:
         "Per target, the share of the oracle's within-cross-section variance the last snapshot cannot explain."
         beta = np.linalg.lstsq(self.xtx, self.xty, rcond=None)[0]
         return (self.yty - (beta * self.xty).sum(0)) / self.yty
+
+def _neutral_scorecard(days: list[dict]) -> dict:
+    "Per prediction of `neutral_ic_frames` (raw, group-neutral, size+group-neutral): IC, ICIR, RankIC, RankICIR, days."
+    t = neutral_table({k: pd.concat([d[k] for d in days], ignore_index=True) for k in NEUTRAL})
+    return {k: {c: t.loc[k, c] for c in ("IC", "ICIR", "RankIC", "RankICIR", "days")} for k in NEUTRAL}
 
 def _scorecard(frames: list[pd.DataFrame]) -> dict:
     "IC and RankIC summaries of one target's per-cross-section frames: whole period and per month."
@@ -379,18 +417,32 @@ def _scorecard(frames: list[pd.DataFrame]) -> dict:
     return out
 
 # %% ../nbs/01_synthetic.ipynb #09e06329
+FEATURE_TRUTH = {
+    "current": "enters the planted return through its value at the row (a fast linear or interaction feature, log_mcap)",
+    "history": "its signal needs its past values: a one-day change, a one-day average, a rank released a day later",
+    "correlated": "no role: correlated with role features through the common factors, adds nothing given them",
+    "noise": "pure noise: no factor loading, no role"}
+
+def feature_truth(m: SyntheticMarket) -> dict:
+    "Every feature column's role in the planted signal (`FEATURE_TRUTH`), from the market's draws."
+    role = {v: ("history" if k in ("g", "h", "q") else "current") for k, v in m.roles.items()}
+    out = {str(f): role.get(f, "noise" if f in m.noise_cols else "correlated") for f in range(m.F)}
+    return out | {"log_mcap": "current"}
+
 def _describe(m: SyntheticMarket) -> dict:
     p, S = m.p, m.S
     return {
-        "generator_version": GENERATOR_VERSION, "synth": dataclasses.asdict(m.cfg), "params": dataclasses.asdict(m.p),
+        "generator_version": GENERATOR_VERSION, "synth": market_settings(m.cfg), "params": dataclasses.asdict(m.p),
         "columns": {"date": "int32 YYYYMMDD", "time": "int32 HHMMSS", "sid": "int64 (6-digit codes)",
-                    "features": [str(f) for f in range(m.F)], "feature_dtype": "float32",
+                    "features": [str(f) for f in range(m.F)] + ["log_mcap"], "feature_dtype": "float32",
                     "targets": list(TARGETS), "target_dtype": "float32 (NaN = unknown)",
-                    "luld": "int8", "weight": "ADV50 (float32; NaN on a stock's first traded day)"},
+                    "luld": "int8", "weight": "ADV50 (float32; NaN on a stock's first traded day)",
+                    "group": "sector (int16, 0..sectors-1, the same for a stock over the whole sample)",
+                    "size": "log_mcap (float32, log market cap, constant within a day, slowly varying; a feature)"},
         "dates": [int(m.dates[0]), int(m.dates[-1])], "times": m.times.tolist(),
         "universe": {"stocks": m.N, "listed_after_start": int((m.list_day > 0).sum()),
                      "delisted_before_end": int((m.end_day < m.D).sum())},
-        "features": {"roles": {k: str(v) for k, v in m.roles.items()}, "noise": [str(f) for f in m.noise_cols],
+        "features": {"roles": {k: str(v) for k, v in m.roles.items()} | {"size": "log_mcap"}, "noise": [str(f) for f in m.noise_cols],
                      "phi": [round(float(v), 6) for v in m.phi], "innovation_covariance_factors": p.factors},
         "prices": "log P[u] = log P[u-1] + r[u] over consecutive snapshots u (overnight included); targets are log returns",
         "targets": {"intra30m": "r[u+1]", "nextT1d": f"r[u+1] + ... + r[u+{S}]",
@@ -403,8 +455,14 @@ def _describe(m: SyntheticMarket) -> dict:
             "change": f"c_slow*w_change*(o[g]_v - o[g]_(v-{S})) at v, 1/{S} into each of r[v+1..v+{S}]",
             "moving_average": f"c_slow*w_ma*mean(o[h]_(v-{S - 1}..v)) at v, 1/{S} into each of r[v+1..v+{S}]",
             "lagged_rank": f"c_rank*w_rank*sqrt(12)*centred cross-sectional rank of o[q] at v, into r[v+{S}]",
+            "sector": f"the innovations of a1, a2, a3 are sqrt(1-l^2)*own + l*sign(w_a)*(one Student-t shock per sector and "
+                      f"snapshot), l = sector_loading = {p.sector_loading:g}: the fast linear signal is partly a sector bet",
+            "size": f"c_size*w_size*(log_mcap - {p.log_size_mean:g}) at every snapshot v, into r[v+1]; log_mcap = log_size + "
+                    f"dev, dev a daily AR(1) (mcap_phi = {p.mcap_phi:g}, std {p.mcap_dev:g})",
             "noise": "beta*market + GARCH(1,1) Student-t shock (x overnight at the first snapshot) + Student-t(3) jumps",
-            "effective_scales": {"c_fast": m.c_fast, "c_slow": m.c_slow, "c_rank": m.c_rank}},
+            "effective_scales": {"c_fast": m.c_fast, "c_slow": m.c_slow, "c_rank": m.c_rank, "c_size_times_w_size": m.c_size}},
+        "feature_truth": feature_truth(m),
+        "feature_truth_definition": FEATURE_TRUTH,
         "oracle": {
             "files": "oracle/YYYYMMDD.parquet: date, time, sid, oracle_<target>; same rows and order as the day file",
             "definition": "E[target | latent features up to the row, observed gaps, emissions up to the row, window traded], "
@@ -421,7 +479,8 @@ def _json_safe(o):
     return o
 
 # %% ../nbs/01_synthetic.ipynb #94df464e
-GENERATOR_VERSION = 2     # bump when the same `SynthConfig` would write different files (meta.json records it)
+GENERATOR_VERSION = 3     # bump when the same `SynthConfig` would write different files (meta.json records it)
+NEUTRAL_BATCH_DAYS = 20   # days per call of the oracle's neutralized scorecard
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     with atomic_target(path) as tmp: pq.write_table(table, tmp)
@@ -442,7 +501,7 @@ def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketPa
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         t0, rows, suspended = time.time(), 0, 0
-        fit, frames = _LastSnapshotFit(m), {t: [] for t in TARGETS}
+        fit, frames, neutral, pending = _LastSnapshotFit(m), {t: [] for t in TARGETS}, {t: [] for t in TARGETS}, []
         listed = lambda d: ((m.list_day <= d) & (d < m.end_day)).sum()
         for i, day in enumerate(tqdm(simulate(cfg, params), total=cfg.days, disable=not progress, desc="synth", unit="day")):
             _write_parquet(day.table, stage / f"{day.date}.parquet")
@@ -452,11 +511,18 @@ def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketPa
             df = pd.DataFrame({"date": keys.column("date").to_numpy(), "time": keys.column("time").to_numpy(), **oracle,
                                **{t: day.table.column(t).to_numpy(zero_copy_only=False) for t in TARGETS}})
             for t in TARGETS: frames[t].append(ic_frame(df, f"oracle_{t}", t))
+            pending.append(df.assign(sector=day.table.column("sector").to_numpy(), log_mcap=day.table.column("log_mcap").to_numpy()))
+            if len(pending) == NEUTRAL_BATCH_DAYS or i == cfg.days - 1:    # batched: a call per day costs more than the day
+                batch, pending = pd.concat(pending, ignore_index=True), []
+                for t in TARGETS: neutral[t].append(neutral_ic_frames(batch, f"oracle_{t}", t, "sector", "log_mcap"))
             fit.add(day)
             rows += day.table.num_rows
             suspended += int(listed(i)) - day.table.num_rows // m.S
         meta = _describe(m) | {"rows": rows, "days": cfg.days, "suspended_stock_days": suspended}
         meta["oracle"]["metrics"] = {t: _scorecard(frames[t]) for t in TARGETS}
+        meta["oracle"]["neutral"] = {t: _neutral_scorecard(neutral[t]) for t in TARGETS}
+        meta["oracle"]["neutral_definition"] = ("IC/RankIC summaries of the raw oracle and of the oracle neutralized against "
+                                                "sector and against sector + log_mcap, over the same rows (nbs/contract.md section 4)")
         meta["history_only_share"] = dict(zip(TARGETS, fit.unexplained().round(6).tolist()))
         meta["history_only_definition"] = ("share of the oracle's within-cross-section variance that a least-squares fit on "
                                            "the last snapshot (all features with NaN as 0, o_b*o_c, rank of o_q) leaves unexplained")
@@ -480,23 +546,37 @@ def stale_reason(path, synth: SynthConfig) -> str | None:
         return (f"its meta.json records generator version {version}, this package writes version {GENERATOR_VERSION}"
                 if version is not None else f"its meta.json records no generator version (an earlier release wrote it; this "
                 f"package writes version {GENERATOR_VERSION})")
-    if synth == SynthConfig(): return None
-    diff = [f"{k}={meta['synth'].get(k)!r} (data.synth.{k}={v!r})" for k, v in dataclasses.asdict(synth).items()
-            if meta["synth"].get(k) != v]
+    wanted = market_settings(synth)
+    if wanted == market_settings(SynthConfig()): return None
+    diff = [f"{k}={meta['synth'].get(k)!r} (data.synth.{k}={v!r})" for k, v in wanted.items() if meta["synth"].get(k) != v]
     return f"it was generated with {', '.join(diff)}" if diff else None
 
-def ensure_dataset(cfg: Config) -> Path:
-    "`cfg.data.path`, generated from `cfg.data.synth` first if it holds no parquet files yet (safe to call from every rank)."
+def _has_days(path: Path) -> bool: return path.is_dir() and any(path.glob("*.parquet"))
+
+def check_data_path(cfg: Config) -> bool:
+    """Raise `InputError` unless `data.path` holds parquet files or may be generated into: only the default path
+    (`DataConfig.path`) or `data.synth.generate: true` may be. True when `ensure_dataset` will generate it. Writes
+    nothing, so a launcher can call it before any process starts."""
     path = Path(cfg.data.path)
-    has_days = lambda: path.is_dir() and any(path.glob("*.parquet"))
-    if has_days():
+    if _has_days(path): return False
+    if cfg.data.synth.generate or os.path.abspath(path) == os.path.abspath(DataConfig().path): return True
+    state = ("does not exist" if not path.exists() else "is not a directory" if not path.is_dir() else "is empty")
+    raise InputError(f"data.path: {path} {state} (no YYYYMMDD.parquet files); check the path, or set "
+                     "data.synth.generate=true to generate a synthetic market there")
+
+def ensure_dataset(cfg: Config) -> Path:
+    """`cfg.data.path`, first generated from `cfg.data.synth` if it holds no parquet files yet and `check_data_path`
+    allows it (safe to call from every rank)."""
+    path = Path(cfg.data.path)
+    if not check_data_path(cfg):
         if (why := stale_reason(path, cfg.data.synth)) is not None:
-            log.warning("%s is not the synthetic market this config and package would generate: %s. Using it as it is; "
-                        "delete the directory to generate it afresh", path, why)
+            log.warning("%s is not the synthetic market this config and package would generate: %s. Using it as it is; to "
+                        "get that market, generate it into a new directory (`ff data synth --config CONFIG --out NEWDIR`) "
+                        "and point data.path at it", path, why)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)               # concurrent callers wait; the first one generates
-        if has_days(): return path
-        log.info("no parquet files in %s: generating the synthetic market %s", path, cfg.data.synth)
+        if _has_days(path): return path
+        log.info("no parquet files in %s: generating the synthetic market %s", path, market_settings(cfg.data.synth))
         return write_synthetic(path, cfg.data.synth)

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import re
 import shutil
+import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +34,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .core import (Config, ConfigError, InputError, atomic_target, config_to_dict, env_rank,
                                      load_config, save_config, seed_everything, setup_logging)
-from .rolling import Fold, horizon_days, make_folds
+from .rolling import Fold, days_read, horizon_days, make_folds
+from .run_lock import held_for_me, lock_job, lock_writer
 
 log = logging.getLogger("factor_forecasting.trainer")
 
 # %% auto #0
-__all__ = ['log', 'RUN_FILES', 'Dist', 'init_distributed', 'all_sum', 'resolve_precision', 'lr_factor', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Telemetry', 'Position', 'TrainingDiverged',
-           'FoldTrainer', 'evaluate', 'predict', 'activation_bytes', 'auto_batch_size', 'per_rank_batch',
-           'prepare_run_dir', 'save_latest', 'train_fold', 'run_fold', 'run', 'main']
+__all__ = ['log', 'STOP', 'RUN_FILES', 'Dist', 'init_distributed', 'all_sum', 'on_rank0', 'resolve_precision', 'lr_factor',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Telemetry', 'Position',
+           'TrainingDiverged', 'Stopped', 'StopRequest', 'watch_parent', 'FoldTrainer', 'evaluate', 'predict',
+           'activation_bytes', 'auto_batch_size', 'per_rank_batch', 'prepare_run_dir', 'writing', 'file_fingerprint',
+           'file_change', 'fold_paths', 'universe_digest', 'known_fingerprints', 'fold_record', 'FoldPlan',
+           'plan_folds', 'save_latest', 'train_fold', 'run_fold', 'finish_fold', 'run', 'main', 'exit_now']
 
 # %% ../nbs/07_trainer.ipynb #b69e3323
 @dataclass
@@ -82,6 +89,21 @@ def all_sum(values, d: Dist) -> list[float]:
     dist.all_reduce(t)
     return t.tolist()
 
+# %% ../nbs/07_trainer.ipynb #612b8105
+def on_rank0(fn, d: Dist, share: bool = False):
+    """Run `fn` on rank 0 only; its `InputError` is raised on every rank. Returns `fn()` on rank 0, and on the other
+    ranks too with `share` (else None)."""
+    box, err, res = [("ok", None)], None, None
+    if d.main:
+        try: res = fn()
+        except InputError as e: err, box = e, [("error", str(e))]
+        else:
+            if share: box = [("ok", res)]
+    if d.world > 1: dist.broadcast_object_list(box, src=0)
+    kind, val = box[0]
+    if kind == "error": raise err if d.main else InputError(val)
+    return res if d.main else val
+
 # %% ../nbs/07_trainer.ipynb #93461a1b
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     "(autocast dtype or None, use a GradScaler) for `trainer.precision` on `device`."
@@ -118,10 +140,10 @@ def save_checkpoint(obj: dict, path) -> None:
     "`torch.save` atomically (temp file, fsync, rename)."
     with atomic_target(path) as tmp: torch.save(obj, tmp)
 
-def load_checkpoint(path, device="cpu") -> dict:
-    "Load a checkpoint written by `save_checkpoint` without unpickling code."
+def load_checkpoint(path, device="cpu", hint: str = "start over with --fresh") -> dict:
+    "Load a checkpoint written by `save_checkpoint` without unpickling code; unreadable: `InputError` ending with `hint`."
     try: return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e: raise InputError(f"{path}: unreadable checkpoint ({e}); start over with --fresh") from None
+    except Exception as e: raise InputError(f"{path}: unreadable checkpoint ({e}); {hint}") from None
 
 # %% ../nbs/07_trainer.ipynb #9e5ae268
 def _gpu_stats(device: torch.device) -> tuple[float | None, float | None]:
@@ -241,6 +263,46 @@ class Position:
 class TrainingDiverged(RuntimeError):
     "Too many consecutive non-finite losses."
 
+# %% ../nbs/07_trainer.ipynb #7be90cef
+class Stopped(Exception):
+    "The job was asked to stop (SIGTERM or SIGINT); a rerun of the same command resumes it."
+    def __init__(self, signum: int, at: str | None = None):
+        self.signum = signum
+        by = signal.Signals(signum).name if signum else "a signal to another process of the job"
+        super().__init__(f"stopped by {by} at {at}; checkpoint saved: rerun the same command to resume" if at else
+                         f"stopped by {by}; rerun the same command to resume from the last checkpoint")
+
+    @property
+    def exit_code(self) -> int: return 128 + (self.signum or signal.SIGTERM)
+
+class StopRequest:
+    "SIGTERM / SIGINT: inside `deferred()` (the training loop) noted for the next step; elsewhere, or a second time, `Stopped` at once."
+    def __init__(self): self.signum, self.deferring = 0, False
+
+    def handle(self, signum, frame=None):
+        again, self.signum = self.signum, signum
+        if again or not self.deferring: raise Stopped(signum)
+
+    def install(self) -> None:
+        for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, self.handle)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.deferring = True
+        try: yield
+        finally: self.deferring = False
+
+STOP = StopRequest()      # the process's handler (installed by `main`; a notebook keeps its own SIGINT)
+
+def watch_parent(parent: int, interval_s: float = 0.2) -> threading.Thread:
+    "End this process at once (no cleanup, no writes) as soon as its parent is no longer `parent` (SIGKILL included)."
+    def watch():
+        while os.getppid() == parent: time.sleep(interval_s)
+        os._exit(1)
+    t = threading.Thread(target=watch, daemon=True, name="parent-watchdog")
+    t.start()
+    return t
+
 # %% ../nbs/07_trainer.ipynb #cdac053e
 class FoldTrainer:
     "Model, optimizer, schedule and scaler of one fold, and its train / evaluate / predict passes."
@@ -285,10 +347,11 @@ class FoldTrainer:
                 self.scaler.scale(loss / len(micro)).backward()
             n += len(b)
         self.last = (pred.detach(), b, parts)
-        t = torch.stack([loss_sum / len(micro), bad, torch.tensor(float(n), device=self.d.device)]).double()
+        flags = torch.tensor([float(n), float(STOP.signum != 0)], device=self.d.device)
+        t = torch.cat([torch.stack([loss_sum / len(micro), bad]), flags]).double()
         dist.all_reduce(t)
-        loss, bad, n = t.tolist()
-        out = {"loss": loss / self.d.world, "samples": n, "skipped": bad > 0, "grad_norm": float("nan")}
+        loss, bad, n, stop = t.tolist()
+        out = {"loss": loss / self.d.world, "samples": n, "skipped": bad > 0, "grad_norm": float("nan"), "stop": stop > 0}
         if not out["skipped"]:
             self.scaler.unscale_(self.opt)
             out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad))
@@ -446,6 +509,122 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else: out[f"{prefix}{k}"] = v
     return out
 
+# %% ../nbs/07_trainer.ipynb #593be196
+@contextlib.contextmanager
+def writing(cfg: Config, d: Dist, fresh: bool):
+    "Hold `cfg.run_dir` for this job (rank 0 takes the locks), prepare it and make sure the data is there; release at the end."
+    from factor_forecasting.synthetic import ensure_dataset
+    ours = all_sum([float(held_for_me(cfg.run_dir))], d)[0] > 0        # some rank's launcher holds run.lock for this job
+    def take() -> list:
+        locks = []
+        try:
+            if not ours: locks.append(lock_job(cfg.run_dir))
+            locks.append(lock_writer(cfg.run_dir))
+            prepare_run_dir(cfg, fresh)
+            ensure_dataset(cfg)
+        except BaseException:
+            for lock in locks: lock.release()
+            raise
+        return locks
+    locks = on_rank0(take, d) or []
+    try: yield
+    finally:
+        for lock in locks: lock.release()
+
+# %% ../nbs/07_trainer.ipynb #3bb93a4c
+def file_fingerprint(path, known: dict | None = None) -> dict:
+    "`{size, mtime_ns, sha256}` of `path`; the hash comes from `known` when size and mtime_ns are unchanged."
+    st = os.stat(path)
+    fp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if known and (known["size"], known["mtime_ns"]) == (fp["size"], fp["mtime_ns"]): return {**fp, "sha256": known["sha256"]}
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""): h.update(block)
+    return {**fp, "sha256": h.hexdigest()}
+
+def file_change(path, recorded: dict) -> str | None:
+    "What changed in `path` since `recorded` (its fingerprint then); None when the content is the same."
+    if not os.path.exists(path): return "is gone"
+    now = file_fingerprint(path, recorded)
+    if now["sha256"] == recorded["sha256"]: return None
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now["mtime_ns"] / 1e9))
+    return f"changed (modified {when}, {recorded['size']} -> {now['size']} bytes)"
+
+def fold_paths(fold: Fold, panel, seq_len: int) -> list[Path]:
+    "The day files `fold` reads (`rolling.days_read`)."
+    scans = panel.scan.days
+    return [scans[panel.pos[day]].path for day in days_read(fold, panel.dates, [len(s.times) for s in scans], seq_len)]
+
+def universe_digest(panel) -> str:
+    "SHA-256 of the panel's sorted stock ids (the index `model.stock_embedding` rows follow)."
+    return hashlib.sha256("\n".join(map(str, panel.universe.ids.to_pylist())).encode()).hexdigest()
+
+def known_fingerprints(ckpt_dir) -> dict:
+    "File name -> fingerprint, from every fold record in `ckpt_dir` (so a file is hashed once per run)."
+    known = {}
+    for p in sorted(Path(ckpt_dir).glob("fold*.json")): known.update(json.loads(p.read_text())["files"])
+    return known
+
+def fold_record(fold: Fold, panel, cfg: Config, world: int, G: int, known: dict) -> dict:
+    "What `fold` reads (days, file fingerprints, the stock universe), and the batch layout it trains with."
+    return {"fold": fold.index, "train": list(fold.train), "valid": list(fold.valid), "test": list(fold.test),
+            "files": {p.name: file_fingerprint(p, known.get(p.name)) for p in fold_paths(fold, panel, cfg.data.seq_len)},
+            "universe": universe_digest(panel), "world_size": world, "cross_sections_per_batch": G}
+
+# %% ../nbs/07_trainer.ipynb #50be7d87
+@dataclass
+class FoldPlan:
+    "What a (re)started run does with its folds."
+    keep: list[int]                   # finished folds whose days and files are unchanged
+    run: list[int]                    # folds to train, in order
+    resume: bool                      # the first fold to train may resume from checkpoints/latest.pt
+    batch: tuple[int, int] | None     # (world_size, cross_sections_per_batch) the recorded folds trained with
+    notes: list[str] = field(default_factory=list)   # why folds run again
+
+_FOLD_FILE = re.compile(r"fold(\d+)\.(parquet|json|pt)")
+
+def _span(days) -> str: return f"{days[0]}..{days[-1]} ({len(days)}d)"
+
+def plan_folds(folds: list[Fold], panel, cfg: Config, restart_fold: bool = False) -> FoldPlan:
+    "Keep the finished folds whose inputs are unchanged, name a changed input, and clear what belongs to folds that run again."
+    ckpt, data = cfg.run_dir / "checkpoints", Path(cfg.data.path)
+    keep, notes, resume, rec = [], [], False, None
+    for f in folds:
+        path, done = ckpt / f"fold{f.index:03d}.json", (ckpt / f"fold{f.index:03d}.parquet").exists()
+        if not path.exists():
+            if done: notes.append(f"fold {f.index} has no record of what it read (an earlier release wrote it): it runs again")
+            break
+        r = json.loads(path.read_text())
+        if ([r["train"], r["valid"], r["test"]] != [list(f.train), list(f.valid), list(f.test)]
+                or sorted(r["files"]) != sorted(p.name for p in fold_paths(f, panel, cfg.data.seq_len))):
+            notes.append(f"fold {f.index}: its days changed (test {_span(r['test'])} -> {_span(f.test)}): it runs again")
+            break
+        if not done and restart_fold:
+            notes.append(f"fold {f.index}: restarted from its start (--restart-fold)")
+            break
+        changed = {n: c for n, c in ((n, file_change(data / n, fp)) for n, fp in r["files"].items()) if c}
+        if changed:
+            name, why = next(iter(changed.items()))
+            more = f" (and {len(changed) - 1} more of its files)" if len(changed) > 1 else ""
+            if done:
+                raise InputError(f"{data / name} {why} since fold {f.index} read it{more}: its predictions would be stale; "
+                                 "start over with --fresh, or use another run.name")
+            raise InputError(f"{data / name} {why} since fold {f.index} started training on it{more}: rerun with --restart-fold "
+                             f"to retrain fold {f.index} from its start (finished folds are kept), --fresh to start over, "
+                             "or use another run.name")
+        rec, resume = r, not done
+        if resume: break
+        keep.append(f.index)
+    if (rec is not None and cfg.model.stock_embedding and (resume or cfg.rolling.warm_start)
+            and rec["universe"] != universe_digest(panel)):
+        raise InputError(f"the stock universe of {data} changed since fold {rec['fold']} (stocks came or went) and "
+                         "model.stock_embedding indexes stocks by it: start over with --fresh, or use another run.name")
+    for p in ckpt.glob("fold*"):
+        m = _FOLD_FILE.fullmatch(p.name)
+        if m and int(m[1]) >= len(keep) and not (resume and int(m[1]) == len(keep) and m[2] == "json"): p.unlink()
+    batch = (rec["world_size"], rec["cross_sections_per_batch"]) if rec else None
+    return FoldPlan(keep, [f.index for f in folds[len(keep):]], resume, batch, notes)
+
 # %% ../nbs/07_trainer.ipynb #0fa9cc2c
 def _fold_seed(cfg: Config, fold: int, *more) -> int:
     return int(np.random.SeedSequence([cfg.run.seed, fold, *more]).generate_state(1)[0])
@@ -460,63 +639,65 @@ def save_latest(ft: FoldTrainer, pos: Position, G: int, ckpt_dir: Path) -> None:
 
 def train_fold(ft: FoldTrainer, pos: Position, train_ds, valid_ds, G: int, ckpt_dir: Path, tele: Telemetry,
                folds: int, steps_before: int) -> Position:
-    "Train until patience or epochs run out, resuming at `pos`; the best weights end in checkpoints/best.pt."
+    "Train until patience or epochs run out, resuming at `pos`; the best weights end in checkpoints/best.pt. `Stopped` on request."
     cfg, tc, d = ft.cfg, ft.tc, ft.d
     steps_per_epoch = len(train_ds) // tc.grad_accum
     t_log, n_log = time.time(), 0.0
-    while not pos.done:
-        skip = pos.step_in_epoch * tc.grad_accum                  # resume mid-epoch: the taken steps come as None
-        train_ds.set_epoch(pos.epoch, skip=skip)
-        batches = _batches(train_ds)
-        for _ in range(skip): next(batches)
-        while pos.step_in_epoch < steps_per_epoch:
-            micro = [next(batches).to(d.device, non_blocking=True) for _ in range(tc.grad_accum)]
-            out = ft.step(micro)
-            pos.step += 1; pos.step_in_epoch += 1
-            if out["skipped"]:
-                pos.nonfinite += 1; pos.nonfinite_total += 1
-                tele.event(pos.fold, pos.epoch, pos.step, f"non-finite loss: step {pos.step} of fold {pos.fold} skipped "
-                           f"({pos.nonfinite} in a row, {pos.nonfinite_total} in this fold)")
-                if pos.nonfinite >= tc.max_nonfinite_steps:
-                    raise TrainingDiverged(f"{pos.nonfinite} consecutive non-finite losses (trainer.max_nonfinite_steps = "
-                                           f"{tc.max_nonfinite_steps}) in fold {pos.fold} at step {pos.step}: lower trainer.lr, "
-                                           "check the data for extreme values, or use trainer.precision=fp32")
-            else: pos.nonfinite = 0
-            n_log += out["samples"]
-            if d.main and len(ft.last[1]): tele.recent.append((ft.last[0].float(), ft.last[1].y_raw, ft.last[1].group))
-            tele.progress(pos.fold, folds, pos.epoch, pos.step, steps_before + pos.step, loss=out["loss"])
-            if pos.step % tc.log_every_steps == 0:
-                rate = n_log / (time.time() - t_log)
-                t_log, n_log = time.time(), 0.0
-                tele.progress(pos.fold, folds, pos.epoch, pos.step, steps_before + pos.step, samples_per_s=rate)
-                if d.main:
-                    comps = {k: float(v) for k, v in ft.last[2].items()}
-                    tele.record("train", pos.fold, pos.epoch, pos.step, loss=out["loss"], lr=ft.sched.get_last_lr()[0],
-                                samples_per_s=rate, grad_norm=out["grad_norm"], skipped=pos.nonfinite_total, **comps)
-                    if not tele.tty:
-                        log.info("fold %d/%d epoch %d step %d/%d: loss %.4f, %.0f samples/s", pos.fold + 1, folds, pos.epoch,
-                                 pos.step_in_epoch, steps_per_epoch, out["loss"], rate)
-            epoch_end = pos.step_in_epoch == steps_per_epoch
-            if epoch_end: pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-            out_of_epochs = pos.epoch >= tc.epochs
-            evaluate_now = out_of_epochs or ((pos.step % tc.eval_every_steps == 0) if tc.eval_every_steps else epoch_end)
-            if evaluate_now:
-                res = evaluate(ft, valid_ds)
-                score = res["valid_rank_ic"] if math.isfinite(res["valid_rank_ic"]) else -math.inf
-                if pos.best_step < 0 or score > pos.best:
-                    pos.best, pos.best_step, pos.bad_evals = score, pos.step, 0
-                    if d.main: save_checkpoint({"fold": pos.fold, "step": pos.step, "score": score,
-                                                "model": ft.model.state_dict()}, ckpt_dir / "best.pt")
-                else: pos.bad_evals += 1
-                pos.done = pos.bad_evals >= tc.patience
-                tele.last_valid = res
-                tele.hb["valid_rank_ic"] = {t: res[f"valid_rank_ic/{t}"] for t in ft.targets}
-                tele.record("eval", pos.fold, pos.epoch, pos.step, best=pos.best, bad_evals=pos.bad_evals, **res)
-            pos.done = pos.done or out_of_epochs
-            if evaluate_now or pos.done or pos.step % tc.checkpoint_every_steps == 0:
-                save_latest(ft, pos, G, ckpt_dir)
-            if tele.snapshot_due(): tele.write_snapshot(pos.fold, pos.epoch, pos.step, ft.targets)
-            if pos.done or epoch_end: break
+    with STOP.deferred():                                      # SIGTERM/SIGINT: noted, acted on after the step
+        while not pos.done:
+            skip = pos.step_in_epoch * tc.grad_accum                  # resume mid-epoch: the taken steps come as None
+            train_ds.set_epoch(pos.epoch, skip=skip)
+            batches = _batches(train_ds)
+            for _ in range(skip): next(batches)
+            while pos.step_in_epoch < steps_per_epoch:
+                micro = [next(batches).to(d.device, non_blocking=True) for _ in range(tc.grad_accum)]
+                out = ft.step(micro)
+                pos.step += 1; pos.step_in_epoch += 1
+                if out["skipped"]:
+                    pos.nonfinite += 1; pos.nonfinite_total += 1
+                    tele.event(pos.fold, pos.epoch, pos.step, f"non-finite loss: step {pos.step} of fold {pos.fold} skipped "
+                               f"({pos.nonfinite} in a row, {pos.nonfinite_total} in this fold)")
+                    if pos.nonfinite >= tc.max_nonfinite_steps:
+                        raise TrainingDiverged(f"{pos.nonfinite} consecutive non-finite losses (trainer.max_nonfinite_steps = "
+                                               f"{tc.max_nonfinite_steps}) in fold {pos.fold} at step {pos.step}: lower trainer.lr, "
+                                               "check the data for extreme values, or use trainer.precision=fp32")
+                else: pos.nonfinite = 0
+                n_log += out["samples"]
+                if d.main and len(ft.last[1]): tele.recent.append((ft.last[0].float(), ft.last[1].y_raw, ft.last[1].group))
+                tele.progress(pos.fold, folds, pos.epoch, pos.step, steps_before + pos.step, loss=out["loss"])
+                if pos.step % tc.log_every_steps == 0:
+                    rate = n_log / (time.time() - t_log)
+                    t_log, n_log = time.time(), 0.0
+                    tele.progress(pos.fold, folds, pos.epoch, pos.step, steps_before + pos.step, samples_per_s=rate)
+                    if d.main:
+                        comps = {k: float(v) for k, v in ft.last[2].items()}
+                        tele.record("train", pos.fold, pos.epoch, pos.step, loss=out["loss"], lr=ft.sched.get_last_lr()[0],
+                                    samples_per_s=rate, grad_norm=out["grad_norm"], skipped=pos.nonfinite_total, **comps)
+                        if not tele.tty:
+                            log.info("fold %d/%d epoch %d step %d/%d: loss %.4f, %.0f samples/s", pos.fold + 1, folds, pos.epoch,
+                                     pos.step_in_epoch, steps_per_epoch, out["loss"], rate)
+                epoch_end = pos.step_in_epoch == steps_per_epoch
+                if epoch_end: pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+                out_of_epochs = pos.epoch >= tc.epochs
+                evaluate_now = out_of_epochs or ((pos.step % tc.eval_every_steps == 0) if tc.eval_every_steps else epoch_end)
+                if evaluate_now:
+                    res = evaluate(ft, valid_ds)
+                    score = res["valid_rank_ic"] if math.isfinite(res["valid_rank_ic"]) else -math.inf
+                    if pos.best_step < 0 or score > pos.best:
+                        pos.best, pos.best_step, pos.bad_evals = score, pos.step, 0
+                        if d.main: save_checkpoint({"fold": pos.fold, "step": pos.step, "score": score,
+                                                    "model": ft.model.state_dict()}, ckpt_dir / "best.pt")
+                    else: pos.bad_evals += 1
+                    pos.done = pos.bad_evals >= tc.patience
+                    tele.last_valid = res
+                    tele.hb["valid_rank_ic"] = {t: res[f"valid_rank_ic/{t}"] for t in ft.targets}
+                    tele.record("eval", pos.fold, pos.epoch, pos.step, best=pos.best, bad_evals=pos.bad_evals, **res)
+                pos.done = pos.done or out_of_epochs
+                if evaluate_now or pos.done or out["stop"] or pos.step % tc.checkpoint_every_steps == 0:
+                    save_latest(ft, pos, G, ckpt_dir)
+                if out["stop"]: raise Stopped(STOP.signum, f"fold {pos.fold} step {pos.step}")
+                if tele.snapshot_due(): tele.write_snapshot(pos.fold, pos.epoch, pos.step, ft.targets)
+                if pos.done or epoch_end: break
     return pos
 
 # %% ../nbs/07_trainer.ipynb #34b44f60
@@ -551,14 +732,18 @@ def run_fold(cfg: Config, d: Dist, fold: Fold, folds: int, G: int, latest: dict 
         set_rng_state(latest["rng"][d.rank])
         tele.event(fold.index, pos.epoch, pos.step, f"fold {fold.index}: resumed at epoch {pos.epoch}, step {pos.step}")
     else:
+        if d.main:
+            with atomic_target(ckpt_dir / f"fold{fold.index:03d}.json") as tmp:
+                tmp.write_text(json.dumps(fold_record(fold, train_ds.panel, cfg, d.world, G, known_fingerprints(ckpt_dir))))
         if cfg.rolling.warm_start and fold.index > 0:
-            ft.model.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", d.device)["model"])
+            ft.model.load_state_dict(load_checkpoint(ckpt_dir / f"fold{fold.index - 1:03d}.pt", d.device)["model"])
         torch.manual_seed(_fold_seed(cfg, fold.index, d.rank))                   # this rank's dropout stream
         pos = Position(fold=fold.index)
         save_latest(ft, pos, G, ckpt_dir)
         tele.event(fold.index, 0, 0, f"fold {fold.index}: {fold!r}, {len(train_ds) // cfg.trainer.grad_accum} steps per epoch")
     pos = train_fold(ft, pos, train_ds, infer["valid"], G, ckpt_dir, tele, folds, steps_before)
-    dist.barrier()                                                               # best.pt is complete
+    if all_sum([float(STOP.signum != 0)], d)[0]:                     # asked to stop after the last step (and: best.pt is complete)
+        raise Stopped(STOP.signum, f"fold {fold.index} step {pos.step}")
     best = load_checkpoint(ckpt_dir / "best.pt", d.device)
     ft.model.load_state_dict(best["model"])
     parts = {s: predict(ft, ds, train_ds.universe) for s, ds in infer.items()}
@@ -570,26 +755,47 @@ def run_fold(cfg: Config, d: Dist, fold: Fold, folds: int, G: int, latest: dict 
                 nonfinite_steps=pos.nonfinite_total, **_fold_summary(df, cfg))
     return df
 
-def run(cfg: Config, fresh: bool = False) -> Path:
-    "Train every walk-forward fold of `cfg` (this process's part of it) and write the run directory."
+def finish_fold(cfg: Config, fold: Fold, df: pd.DataFrame) -> None:
+    "Rank 0: check the fold's files did not change while it trained, then write its best weights and its predictions."
+    ckpt, data = cfg.run_dir / "checkpoints", Path(cfg.data.path)
+    for name, fp in json.loads((ckpt / f"fold{fold.index:03d}.json").read_text())["files"].items():
+        if (why := file_change(data / name, fp)) is not None:
+            raise InputError(f"{data / name} {why} while fold {fold.index} trained on it: rerun with --restart-fold to retrain "
+                             f"fold {fold.index} from its start (finished folds are kept), or --fresh to start over")
+    with atomic_target(ckpt / f"fold{fold.index:03d}.pt") as tmp: shutil.copyfile(ckpt / "best.pt", tmp)
+    with atomic_target(ckpt / f"fold{fold.index:03d}.parquet") as tmp: df.to_parquet(tmp, index=False)   # now it is finished
+
+def _folds(ix: list[int]) -> str:
+    return "none" if not ix else f"fold {ix[0]}" if len(ix) == 1 else f"folds {ix[0]}-{ix[-1]}"
+
+def run(cfg: Config, fresh: bool = False, restart_fold: bool = False) -> Path:
+    """Train every walk-forward fold of `cfg` (this process's part of it) and write the run directory. `restart_fold`:
+    discard the fold in progress (its checkpoint may be unreadable) and train it from its start."""
     d = init_distributed(cfg.trainer.device)
     setup_logging(cfg.run.log_level, d.rank)
+    first_start = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0    # a torchrun restart resumes, whatever the flags
+    with writing(cfg, d, fresh):
+        return _walk_forward(cfg, d, restart_fold and first_start)
+
+def _walk_forward(cfg: Config, d: Dist, restart_fold: bool) -> Path:
     from factor_forecasting.loader import PanelDataset, open_panel
-    from factor_forecasting.synthetic import ensure_dataset
     ckpt_dir = cfg.run_dir / "checkpoints"
-    if d.main:
-        prepare_run_dir(cfg, fresh)
-        ensure_dataset(cfg)
-    dist.barrier()
     panel = open_panel(cfg.data)
     folds = make_folds(panel.dates, cfg.rolling, horizon_days(cfg.data.targets, cfg.rolling))
     meta = {"n_features": len(panel.columns.features), "n_stocks": len(panel.universe)}
-    latest = load_checkpoint(ckpt_dir / "latest.pt") if (ckpt_dir / "latest.pt").exists() else None
-    if latest is not None and latest["world_size"] != d.world:
-        raise InputError(f"{ckpt_dir / 'latest.pt'} was written by {latest['world_size']} processes, this run has {d.world}: "
+    plan = on_rank0(lambda: plan_folds(folds, panel, cfg, restart_fold), d, share=True)
+    latest = None
+    if plan.run and (ckpt_dir / "latest.pt").exists() and not restart_fold:
+        at = f"fold {plan.run[0]}"
+        latest = load_checkpoint(ckpt_dir / "latest.pt", hint=f"it holds the progress of {at}: rerun with --restart-fold to retrain "
+                                 f"{at} from its start (finished folds are kept), or --fresh to start over")
+    # the batch size: as the run trained so far (checkpoint, else fold records), else fixed or probed once on the first fold
+    trained = ((latest["world_size"], latest["cross_sections_per_batch"], "from the checkpoint") if latest is not None
+               else (*plan.batch, "from the fold records") if plan.batch else None)
+    if trained is not None and trained[0] != d.world:
+        raise InputError(f"{cfg.run_dir} was trained by {trained[0]} processes, this run has {d.world}: "
                          "resume with the same number of processes, or start over with --fresh")
-    # the batch size: from the checkpoint when resuming, else fixed or probed once on the first fold
-    if latest is not None: G, why = latest["cross_sections_per_batch"], "from the checkpoint"
+    if trained is not None: G, why = trained[1:]
     elif cfg.trainer.batch_size != "auto": G, why = per_rank_batch(cfg, d.world), "from trainer.batch_size"
     else:
         from factor_forecasting.model import build_model
@@ -602,46 +808,78 @@ def run(cfg: Config, fresh: bool = False) -> Path:
     if min(steps) < 1:
         raise InputError(f"a fold has fewer micro-batches per epoch than trainer.grad_accum = {cfg.trainer.grad_accum}: "
                          "lower trainer.batch_size or grad_accum, or use more train days")
-    fold_file = lambda i: ckpt_dir / f"fold{i:03d}.parquet"
-    todo = [f for f in folds if not fold_file(f.index).exists()]
-    resumed = latest["position"]["step"] if latest is not None and todo and latest["position"]["fold"] == todo[0].index else 0
+    todo = [folds[i] for i in plan.run]
+    resume = latest if plan.resume else None
+    resumed = resume["position"]["step"] if resume is not None and resume["position"]["fold"] == todo[0].index else 0
     tele = Telemetry(cfg, d, sum(steps), sum(steps[:todo[0].index] if todo else steps) + resumed)
     tele.hb["folds"] = len(folds)
-    tele.event(0, 0, 0, f"{'resuming' if latest is not None else 'starting'} {cfg.run_dir}: {len(folds)} folds, "
+    tele.event(0, 0, 0, f"{'resuming' if latest is not None or plan.keep else 'starting'} {cfg.run_dir}: {len(folds)} folds, "
                f"{d.world} process(es) on {d.device}, {G} cross-sections per rank per micro-batch ({why})",
                world_size=d.world, cross_sections_per_batch=G, global_batch_size=G * d.world * cfg.trainer.grad_accum)
+    if plan.keep or plan.notes:
+        tele.event(0, 0, 0, f"keeping {_folds(plan.keep)} (finished, same days and files), running {_folds(plan.run)}"
+                   + "".join(f"; {n}" for n in plan.notes), kept=plan.keep, running=plan.run)
     try:
         for f in todo:
-            df = run_fold(cfg, d, f, len(folds), G, latest, tele, sum(steps[:f.index]), meta)
-            if d.main:
-                with atomic_target(fold_file(f.index)) as tmp: df.to_parquet(tmp, index=False)
-            dist.barrier()
+            df = run_fold(cfg, d, f, len(folds), G, resume, tele, sum(steps[:f.index]), meta)
+            on_rank0(lambda: finish_fold(cfg, f, df), d)
         if d.main:
-            df = pd.concat([pd.read_parquet(fold_file(f.index)) for f in folds], ignore_index=True)
+            df = pd.concat([pd.read_parquet(ckpt_dir / f"fold{f.index:03d}.parquet") for f in folds], ignore_index=True)
             with atomic_target(cfg.run_dir / "predictions.parquet") as tmp: df.to_parquet(tmp, index=False)
             tele.event(len(folds) - 1, 0, 0, f"finished: {len(df)} predictions in {cfg.run_dir / 'predictions.parquet'}")
         tele.close("finished")
     except BaseException as e:
-        tele.close("failed", f"{type(e).__name__}: {e}")
+        tele.close(*(("stopped", str(e)) if isinstance(e, Stopped) else ("failed", f"{type(e).__name__}: {e}")))
         raise
     return cfg.run_dir
 
 # %% ../nbs/07_trainer.ipynb #0938cca6
+def _report(message: str, rank: int) -> None:
+    """Say once why the job failed: under `ff`'s torchrun (`launch.torchrun_main`) through torchrun's error file (it
+    prints the first failed rank's line), else on rank 0."""
+    from factor_forecasting.launch import TORCHRUN_PID_ENV
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file and os.environ.get(TORCHRUN_PID_ENV):
+        with atomic_target(error_file) as tmp: tmp.write_text(json.dumps({"message": message, "timestamp": int(time.time())}))
+    elif rank == 0: print(f"ff: error: {message}", file=sys.stderr, flush=True)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `python -m factor_forecasting.trainer`."
+    from factor_forecasting.launch import TORCHRUN_PID_ENV
     p = argparse.ArgumentParser(prog="python -m factor_forecasting.trainer", description="walk-forward DDP training (run it under torchrun)")
     p.add_argument("--config", default=None, metavar="NAME_OR_PATH", help="preset name or YAML path (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. trainer.lr=3e-4")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run directory's checkpoint")
+    p.add_argument("--restart-fold", action="store_true", help="retrain the fold in progress from its start, discarding its "
+                   "checkpoint (e.g. an unreadable latest.pt); finished folds are kept")
     ns = p.parse_args(argv)
     rank = env_rank()
+    parent = int(os.environ.get(TORCHRUN_PID_ENV) or 0) or (os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else 0)
+    if parent: watch_parent(parent)                 # a torchrun worker dies with its torchrun
+    STOP.install()
     try:
-        run(load_config(ns.config, ns.overrides), ns.fresh)
+        run(load_config(ns.config, ns.overrides), ns.fresh, ns.restart_fold)
         return 0
+    except Stopped as e:
+        if rank == 0: print(f"ff: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
     except (InputError, TrainingDiverged) as e:
-        if rank == 0: print(f"trainer: error: {e}", file=sys.stderr)
+        _report(str(e), rank)
         return 2 if isinstance(e, InputError) else 1
+    except Exception as e:
+        if parent and os.getppid() != parent: os._exit(1)      # torchrun is gone (and took a peer along): nothing to say
+        traceback.print_exc()
+        _report(f"rank {rank} failed with {type(e).__name__}: {e} (its traceback is above)", rank)
+        return 1
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
-if __name__ == "__main__" and Path(sys.argv[0]).name == "trainer.py": sys.exit(main())
+def exit_now(code: int) -> None:
+    """End a worker whose work is written, skipping the interpreter's teardown: gloo's threads can still hold work that
+    references Python objects when the interpreter is torn down, which then aborts ("terminate called without an
+    active exception") or crashes in the garbage collector, turning a finished job into a failed one (seen about one
+    resumed 2-process run in ten; pytorch/pytorch#179291 describes it)."""
+    logging.shutdown(); sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)
+
+if __name__ == "__main__" and Path(sys.argv[0]).name == "trainer.py": exit_now(main())

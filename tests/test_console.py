@@ -21,3 +21,40 @@ def test_config_typo_is_one_clear_line():
     assert res.returncode == 2
     assert res.stderr.strip() == "ff: error: unknown key `trainer.lrr` in override `trainer.lrr=1`; did you mean `trainer.lr`?"
     assert "Traceback" not in res.stderr
+
+
+def test_out_of_range_value_is_one_clear_line():
+    res = ff("config", "cpu_demo", "trainer.lr=0")
+    assert res.returncode == 2
+    assert res.stderr.strip() == "ff: error: `trainer.lr` in override `trainer.lr=0`: must be > 0, got 0.0"
+
+
+def test_mistyped_data_path_is_an_error_not_a_fake_market(tmp_path):
+    "A YAML's relative data.path is taken from the YAML's directory; a missing one is named, and nothing is generated."
+    (tmp_path / "my.yaml").write_text("base: cpu_demo\ndata:\n  path: synthtic\n")
+    res = subprocess.run([FF, "demo", "--config", str(tmp_path / "my.yaml"), "--name", "never"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path.parent)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip() == (f"ff: error: data.path: {tmp_path / 'synthtic'} does not exist (no YYYYMMDD.parquet files); "
+                                  "check the path, or set data.synth.generate=true to generate a synthetic market there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.yaml"]
+
+
+def test_data_check_flags_a_leak_and_synth_help_states_limits(tmp_path):
+    import numpy as np
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    for date in (20200102, 20200103):
+        df = pd.DataFrame({"date": np.int32(date), "time": np.int32(93000), "sid": np.arange(30), "f": rng.standard_normal(30)})
+        for t in ("intra30m", "nextT1d", "ema1d"):
+            df[t] = rng.standard_normal(30)
+        df["fwd"] = df["ema1d"] * 2 + 0.01 * rng.standard_normal(30)
+        df.to_parquet(tmp_path / f"{date}.parquet", index=False)
+    res = ff("data", "check", str(tmp_path))
+    assert res.returncode == 1, res.stderr
+    assert "feature list    f, fwd\n" in res.stdout
+    assert "warning: likely leak: feature `fwd` has a same-row RankIC of +" in res.stdout and "with target `ema1d`" in res.stdout
+    assert ff("data", "check", str(tmp_path), "data.label_columns=[fwd]").returncode == 0
+    res = ff("data", "synth", "--help")
+    text = " ".join(res.stdout.split())
+    assert res.returncode == 0 and "must be a divisor of 240" in text and "must be >= 2" in text, text

@@ -1,14 +1,34 @@
 """End-to-end: `ff run` executes the train pipeline (papermill -> torchrun -> trainer -> IC report).
 
-Small on purpose (a tiny synthetic panel, one fold, one epoch): these check the plumbing, not the model.
+Small on purpose (a tiny synthetic panel, two folds, short epochs): these check the plumbing, not the model.
 """
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
+import psutil
+
+from factor_forecasting.run_lock import lock_job
+from factor_forecasting.synthetic import write_synthetic
 
 FF = str(Path(sys.executable).parent / "ff")
+
+TINY = """\
+base: cpu_demo
+data:
+  path: data
+  seq_len: 4
+  synth: {stocks: 40, days: 36, features: 10, snapshots: 2, generate: true}
+model: {hidden: 8, layers: 1, heads: 1}
+trainer: {epochs: 3, batch_size: 4, log_every_steps: 2, heartbeat_every_s: 0.5}
+rolling: {train_days: 20, valid_days: 4, test_days: 4, embargo_days: 1, max_folds: 2}
+run: {root: runs}
+"""
 
 
 def ff(*args, cwd, timeout=300):
@@ -20,43 +40,62 @@ def notebook_errors(path):
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
 
 
-def test_failing_job_fails_the_pipeline_visibly(tmp_path):
-    "A job that dies inside torchrun: `ff run` exits 1, and the executed notebook shows the job's own error."
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "20200102.parquet").write_bytes(b"not a parquet file")
-    res = ff("run", "--config", "cpu_demo", "--name", "broken", "-p", f"data.path={data}",
-             "-p", f"run.root={tmp_path / 'runs'}", "-p", "nproc_per_node=1", cwd=tmp_path)
-    assert res.returncode == 1, res.stderr[-3000:]
+def test_failing_job_says_its_own_error_first(tmp_path):
+    "A job that dies inside torchrun on bad input: `ff run` exits 2, its first line is the job's own error, then the notebook."
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    data = write_synthetic(tmp_path / "data", stocks=40, days=36, features=10, snapshots=2)
+    bad = sorted(data.glob("*.parquet"))[-1]
+    bad.write_bytes(b"not a parquet file")          # the launcher's checks read file names: the job finds it
+    res = ff("run", "--config", "tiny.yaml", "--name", "broken", "-p", "nproc_per_node=2", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
     nb_path = tmp_path / "runs" / "broken" / "train.ipynb"
-    assert res.stderr.strip().endswith(f"the executed notebook shows the error: {nb_path}"), res.stderr[-3000:]
+    said = res.stderr[res.stderr.index("ff: error: "):].strip().splitlines()
+    assert f"{bad}: unreadable parquet file" in "\n".join(said[:-1]), res.stderr[-3000:]
+    assert said[-1] == f"(the train pipeline failed with JobFailed; the executed notebook shows it: {nb_path})", said
     errors = notebook_errors(nb_path)
     assert [e["ename"] for e in errors] == ["JobFailed"]
-    assert "the job exited with status 1" in errors[0]["evalue"]
-    assert "20200102.parquet" in errors[0]["evalue"]          # the trainer's own message, from inside torchrun
+    assert "(the job exited with status 2: " in errors[0]["evalue"] and f"{bad}: unreadable parquet file" in errors[0]["evalue"]
+    log = "".join(o.get("text", "") for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == "code"
+                  for o in c.get("outputs", []))
+    assert not any(s in log for s in ("ChildFailedError", "Traceback", "[rank")), log[-3000:]   # one line, not a dump
     assert not (tmp_path / "runs" / "broken" / "ic_report.html").exists()
 
 
-TINY = """\
-base: cpu_demo
-data:
-  path: data
-  seq_len: 4
-  synth: {stocks: 40, days: 36, features: 10, snapshots: 2}
-model: {hidden: 8, layers: 1, heads: 1}
-trainer: {epochs: 1, batch_size: 4}
-rolling: {train_days: 20, valid_days: 4, test_days: 4, embargo_days: 1, max_folds: 2}
-run: {root: runs}
-"""
-
-
-def test_demo_end_to_end(tmp_path):
-    "`ff demo` on a tiny config: data generated, 2-process torchrun run, report rendered, headline printed."
+def test_checks_before_anything_starts(tmp_path):
+    "Too few days for one fold, and a run directory another job holds: refused in the launcher, nothing written."
     (tmp_path / "tiny.yaml").write_text(TINY)
+    res = ff("run", "--config", "tiny.yaml", "--name", "short", "-p", "data.synth.days=26", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.startswith("ff: error: 26 trading days are too few for one fold"), res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+    with lock_job(tmp_path / "runs" / "busy", "ff train tiny.yaml run.name=busy"):
+        res = ff("run", "--config", "tiny.yaml", "--name", "busy", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"ff: error: {tmp_path / 'runs' / 'busy'} is in use by another job (pid {os.getpid()} on host "), res.stderr
+    assert not (tmp_path / "runs" / "busy" / "train.ipynb").exists()
+
+
+def test_killed_ff_run_takes_its_job_down_and_demo_resumes(tmp_path):
+    """SIGKILL of `ff run` mid-training: its kernel, torchrun and workers all end (the workers after saving a checkpoint).
+    Then `ff demo` on the same run: data kept, the run resumed, 2-process torchrun, report rendered, headline printed."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    run_dir = tmp_path / "runs" / "tiny"
+    t0 = time.time()
+    p = subprocess.Popen([FF, "run", "--config", "tiny.yaml", "--name", "tiny"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    while not any(json.loads(l)["kind"] == "train" for l in _lines(run_dir / "metrics.jsonl")):
+        assert p.poll() is None and time.time() - t0 < 240, "the job never reached a training step"
+        time.sleep(0.1)
+    tree = psutil.Process(p.pid).children(recursive=True)
+    assert any("ipykernel" in " ".join(q.cmdline()) for q in tree) and len(tree) >= 4, tree   # kernel, torchrun, 2 workers
+    p.kill(); p.wait()
+    gone, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive, alive
+    assert json.loads((run_dir / "heartbeat.json").read_text())["status"] == "stopped"
+
     res = ff("demo", "--config", "tiny.yaml", "--name", "tiny", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]
-    run_dir = tmp_path / "runs" / "tiny"
-    assert (tmp_path / "data" / "meta.json").exists()                     # generated because it was missing
+    assert (tmp_path / "data" / "meta.json").exists()                     # generated by the first job's trainer
+    assert "resumed at epoch" in (run_dir / "metrics.jsonl").read_text()
     assert f"IC report: {run_dir / 'ic_report.html'}" in res.stdout
     head = res.stdout.split("out-of-sample RankIC per target")[1]
     assert "oracle RankIC" in head and all(t in head for t in ("intra30m", "nextT1d", "ema1d")), res.stdout[-2000:]
@@ -69,3 +108,8 @@ def test_demo_end_to_end(tmp_path):
     assert (run_dir / "ic_report.html").stat().st_size > 10_000
     mon = ff("monitor", str(run_dir), "--once", cwd=tmp_path)
     assert mon.returncode == 0 and "FINISHED" in mon.stdout, mon.stdout + mon.stderr
+
+
+def _lines(path):
+    try: return path.read_text().splitlines()
+    except FileNotFoundError: return []

@@ -15,9 +15,19 @@ CHROMIUM = "/usr/bin/chromium"
 FF = str(Path(sys.executable).parent / "ff")
 
 
+def write_group_data(run):
+    "Day files for the run's days in its data.path with only the keys, a sector and a log_mcap (what the report joins)."
+    data = run / "no_data"
+    data.mkdir()
+    preds = pd.read_parquet(run / "predictions.parquet", columns=["date", "time", "sid"]).drop_duplicates()
+    for day, rows in preds.groupby("date"):
+        rows.assign(sector=(rows.sid % 4).astype(np.int16), log_mcap=18 + rows.sid / 10.0).to_parquet(data / f"{day}.parquet")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     run = write_example_run(tmp_path_factory.mktemp("report") / "run", days=16, stocks=40)
+    write_group_data(run)
     return render_report(run)
 
 
@@ -30,6 +40,7 @@ def test_html_holds_headline_and_figures(report):
     assert html.count("data:image/png;base64") >= 8
     assert "<script src=" not in html and "Traceback" not in html      # self-contained, and nothing raised
     assert "def " not in html                                          # inputs hidden
+    assert "By group and after neutralization" in html and "size+group-neutral" in html and "RankIC by sector" not in html.split("By group")[0]
 
 
 def test_chromium_renders_a_page_that_is_not_blank(report):
@@ -45,9 +56,18 @@ def test_chromium_renders_a_page_that_is_not_blank(report):
         assert png.exists(), res.stderr[-2000:]
         import matplotlib.image as mpimg
         img = mpimg.imread(png)[..., :3]
+        dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              f"--user-data-dir={profile}", "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                             timeout=120).stdout
+    assert "By group and after neutralization" in dom                  # the rendered page shows the new section
     assert img.shape[:2] == (2400, 1280)
     assert img.std() > 0.05                                            # text, tables and figures, not a blank page
     assert (img.mean(axis=2) < 0.5).mean() > 0.005                     # a fair share of dark (ink) pixels
+
+
+def test_group_section_skipped_with_a_reason_without_group_data(tmp_path):
+    html = render_report(write_example_run(tmp_path / "plain", days=8, stocks=30)).read_text()
+    assert "By group and after neutralization" in html and "Skipped: the run&#39;s data" in html or "Skipped: the run's data" in html
 
 
 def test_run_without_oos_says_so(tmp_path):

@@ -6,7 +6,10 @@
   (and does change the fold that trains on them, so the test can fail);
 - crash restart: under `torchrun --max_restarts=1`, SIGKILLing one rank mid-training restarts the job, which resumes from
   its checkpoint and ends with the same predictions;
-- DDP: 2 processes x 1 micro-batch and 1 process x 2 accumulated micro-batches give the same parameters.
+- DDP: 2 processes x 1 micro-batch and 1 process x 2 accumulated micro-batches give the same parameters;
+- `ff train` (torchrun through `launch.torchrun_main`): bad input met inside the job is its one line and exit 2; a
+  second job in a run directory that a job holds is refused by name; SIGTERM stops the job with a checkpoint (exit 143)
+  and the rerun ends with the same predictions; a SIGKILLed `ff train` or torchrun takes its workers down.
 """
 import contextlib
 import json
@@ -146,12 +149,13 @@ from factor_forecasting.model import build_model
 from factor_forecasting.trainer import FoldTrainer, init_distributed
 cfg = load_config(sys.argv[1], ["model.dropout=0.0", "trainer.warmup_steps=2", *sys.argv[3:]])
 d = init_distributed("cpu")
-days = PanelDataset(cfg, cross_sections_per_batch=2).days[:16]
+full = PanelDataset(cfg, cross_sections_per_batch=2)
+days = full.days[:16]
 # the same global batches: the two halves of each step come from the 2-rank split of the days
 halves = [list(PanelDataset(cfg, days, rank=r, world_size=2, cross_sections_per_batch=2)) for r in range(2)]
 seed_everything(0)
 ds = halves[0]
-ft = FoldTrainer(cfg, d, build_model(cfg, 10, 48), total_steps=len(halves[0]))
+ft = FoldTrainer(cfg, d, build_model(cfg, len(full.columns.features), len(full.universe)), total_steps=len(halves[0]))
 for i in range(len(halves[0])):
     ft.step([halves[d.rank][i]] if d.world == 2 else [halves[0][i], halves[1][i]])
 if d.rank == 0: torch.save(ft.model.state_dict(), sys.argv[2])
@@ -175,6 +179,83 @@ def test_two_processes_equal_one_process_with_accumulation(tiny, tmp_path):
 
 def build_init(cfg):
     from factor_forecasting.core import seed_everything
+    from factor_forecasting.loader import PanelDataset
     from factor_forecasting.model import build_model
+    cfg = load_config(cfg, ["model.dropout=0.0"])
+    full = PanelDataset(cfg, cross_sections_per_batch=2)
     seed_everything(0)
-    return build_model(load_config(cfg, ["model.dropout=0.0"]), 10, 48).state_dict()
+    return build_model(cfg, len(full.columns.features), len(full.universe)).state_dict()
+
+
+FF = str(Path(sys.executable).parent / "ff")
+
+
+def ff_train(cfg, name, *extra):
+    return subprocess.Popen([FF, "train", str(cfg), f"run.name={name}", "--nproc", "2", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            start_new_session=True)
+
+
+def test_bad_input_inside_the_job_is_one_line(tiny):
+    "A data error every rank meets inside torchrun: the job's own line, once, exit 2; no tracebacks, no torch report."
+    d, cfg, _ = tiny
+    broken = d / "broken"
+    broken.mkdir()
+    days = sorted((d / "data").glob("*.parquet"))
+    for p in days: (broken / p.name).write_bytes(p.read_bytes())
+    (broken / days[-1].name).write_bytes(b"not a parquet file")          # the launcher reads names only: the job finds it
+    p = ff_train(cfg, "broken", f"data.path={broken}")
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 2, out
+    lines = out.strip().splitlines()
+    assert sum(l.startswith("ff: error: ") for l in lines) == 1, out
+    assert f"{broken / days[-1].name}: unreadable parquet file" in out, out
+    assert not any(s in out for s in ("Traceback", "ChildFailedError", "elastic", "[rank")), out
+
+
+def test_sigterm_stops_with_a_checkpoint_and_a_second_job_is_refused(tiny):
+    "While a job runs, a second one in its run directory is refused by name; SIGTERM stops the first with its checkpoint."
+    d, cfg, _ = tiny
+    run_dir = d / "runs" / "termed"
+    p = ff_train(cfg, "termed")
+    training_started(run_dir, time.time() - 1, p)
+    second = subprocess.run([FF, "train", str(cfg), "run.name=termed"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.startswith(f"ff: error: {run_dir} is in use by another job (pid {p.pid} on host "), second.stderr
+    assert second.stderr.rstrip().endswith(f"ff train {cfg} run.name=termed --nproc 2); wait for it or use another run.name")
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 143, out
+    stop = [l for l in out.splitlines() if l.startswith("ff: ")]
+    assert len(stop) == 1 and stop[0].startswith("ff: stopped by SIGTERM at fold ") and \
+        stop[0].endswith("; checkpoint saved: rerun the same command to resume"), out
+    assert "Traceback" not in out, out
+    assert json.loads((run_dir / "heartbeat.json").read_text())["status"] == "stopped"
+    finish(ff_train(cfg, "termed"))
+    pd.testing.assert_frame_equal(preds(d, "termed"), preds(d, "ref"), check_exact=True)
+
+
+def test_killed_launcher_or_torchrun_takes_the_workers_down(tiny):
+    "SIGKILL of `ff train`: its torchrun stops the workers with a checkpoint; SIGKILL of torchrun: the workers end at once."
+    d, cfg, _ = tiny
+    run_dir = d / "runs" / "orphans"
+    p = ff_train(cfg, "orphans")
+    training_started(run_dir, time.time() - 1, p)
+    tree = psutil.Process(p.pid).children(recursive=True)
+    assert len(tree) == 3, tree                                       # torchrun and its 2 workers
+    p.kill(); p.wait()
+    gone, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive, alive
+    assert json.loads((run_dir / "heartbeat.json").read_text())["status"] == "stopped"
+    p = ff_train(cfg, "orphans")
+    training_started(run_dir, time.time(), p)
+    tree = psutil.Process(p.pid).children(recursive=True)
+    agent = [q for q in tree if "factor_forecasting.launch" in q.cmdline()]
+    assert len(agent) == 1, tree
+    agent[0].kill()
+    t0 = time.time()
+    gone, alive = psutil.wait_procs([q for q in tree if q not in agent], timeout=10)
+    assert not alive and time.time() - t0 < 10, alive
+    assert p.wait(timeout=30) == 137
+    finish(ff_train(cfg, "orphans"))
+    pd.testing.assert_frame_equal(preds(d, "orphans"), preds(d, "ref"), check_exact=True)

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import difflib
 import logging
+import math
 import numbers
 import os
 import random
@@ -27,13 +28,13 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['NON_EMPTY', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat', 'Fraction', 'Date',
-           'NonEmptyStr', 'TARGETS', 'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below',
-           'divides', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig',
-           'ReportConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
-           'config_from_dict', 'check_section', 'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths',
-           'load_config', 'atomic_target', 'save_config', 'pipeline_path', 'execute_pipeline', 'seed_everything',
-           'usable_cpus', 'env_rank', 'setup_logging']
+__all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat',
+           'Fraction', 'Date', 'NonEmptyStr', 'TARGETS', 'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above',
+           'at_most', 'below', 'divides', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig',
+           'RollingConfig', 'ReportConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys',
+           'field_rules', 'config_from_dict', 'check_section', 'config_to_dict', 'parse_override', 'list_presets',
+           'absolute_paths', 'load_config', 'atomic_target', 'save_config', 'pipeline_path', 'execute_pipeline',
+           'seed_everything', 'usable_cpus', 'env_rank', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #10197537
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def _is_yyyymmdd(v: int) -> bool:
     except ValueError: return False
 
 NON_EMPTY = Rule(lambda v: v != "", "a non-empty string")
+NON_EMPTY_LIST = Rule(lambda v: len(v) > 0, "a non-empty list")
 YYYYMMDD = Rule(_is_yyyymmdd, "a valid YYYYMMDD date")
 
 PositiveInt = Annotated[int, at_least(1)]
@@ -91,8 +93,9 @@ class DataConfig:
     sid_col: NonEmptyStr = "sid"           # stock id (string or int64)
     features: Optional[list[str]] = None   # null = every column that is not reserved (keys, targets, labels, luld, weight, exclude)
     exclude: list[str] = field(default_factory=list)  # extra columns that are neither features nor targets
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    targets: Annotated[list[str], NON_EMPTY_LIST] = field(default_factory=lambda: list(TARGETS))
     label_columns: list[str] = field(default_factory=list)  # other forward-looking columns (labels, future returns): never features
+    leak_check: bool = True                # refuse to train when a feature's same-row RankIC with a target looks like a leak (schema.LEAK_RANK_IC)
     luld_col: Optional[str] = "luld"       # int8 price-limit flag (0 normal, +1 up, -1 down)
     weight_col: Optional[str] = "ADV50"    # sample/portfolio weight column
     group_col: Optional[NonEmptyStr] = "sector"    # optional integer/string group (industry) column for by-group and neutralized
@@ -276,11 +279,15 @@ def _convert(value, tp, key: str, source: str):
     if tp is int:   # numpy integers too: a section built in code (`check_section`) may hold them
         if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)): return int(value)
         raise bad()
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
+    if tp is float:             # inf and nan are never a setting (`trainer.lr=inf` trains nothing, silently)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value): raise ConfigError(f"`{key}` in {source}: must be a finite number, got {value!r}")
+            return float(value)
         # YAML 1.1 reads `3e-4` (no dot) as a string: accept numeric strings for float fields only.
         if isinstance(value, str):
-            with contextlib.suppress(ValueError): return float(value)
+            try: number = float(value)
+            except ValueError: raise bad() from None
+            return _convert(number, tp, key, source)
         raise bad()
     if tp is str:
         if isinstance(value, str): return value
@@ -468,7 +475,10 @@ def execute_pipeline(name: str, out, parameters: dict, kernel: str | None = None
         "An ipykernel on the interpreter running this code."
         @property
         def kernel_spec(self):
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            # the kernel's own log stays quiet: a cell's error is in the executed notebook, and jupyter_client's interrupt
+            # before every shutdown would otherwise print "KeyboardInterrupt caught in kernel" at the end of a good run
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                                    "--IPKernelApp.log_level=CRITICAL"],
                               display_name=f"Python ({sys.executable})", language="python")
 
     failure = None

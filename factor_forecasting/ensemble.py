@@ -72,7 +72,7 @@ NORMALIZATION = "per (fold, date, time): (rank - 0.5) / n - 0.5, ranks 1..n of t
 def ensemble_runs(run_dirs: list, out_dir) -> Path:
     "Average the members' per-cross-section rank-normalized predictions into the run directory `out_dir`; returns it."
     dirs, out = [Path(r).resolve() for r in run_dirs], Path(out_dir).resolve()
-    if not dirs: raise InputError("ensemble: no member runs given")
+    if len(dirs) < 2: raise InputError(f"ensemble: needs two member runs or more, got {len(dirs)}: {[str(d) for d in dirs]}")
     if len(set(dirs)) < len(dirs): raise InputError(f"ensemble: a member is given twice: {[str(d) for d in dirs if dirs.count(d) > 1][0]}")
     if out in dirs: raise InputError(f"ensemble: the output {out} is one of its members")
     if (out / "config.yaml").exists() and not (out / "ensemble.json").exists():
@@ -86,6 +86,8 @@ def ensemble_runs(run_dirs: list, out_dir) -> Path:
         cfg_i, df_i = (cfg, df) if i == 0 else _read_member(d)
         if i: _check_member(dirs[0], cfg, df, d, cfg_i, df_i)
         for t in targets:
+            if not np.isfinite(df_i[f"pred_{t}"].to_numpy(np.float64)).any():   # a diverged run would silently drop out
+                raise InputError(f"ensemble: {d} has no finite `pred_{t}`: a failed or diverged run cannot be a member")
             r = rank_normalize(df_i[f"pred_{t}"].to_numpy(np.float64), codes)
             ok = np.isfinite(r)
             sums[t][ok] += r[ok]

@@ -159,6 +159,9 @@ def load_fold_model(run_dir, fold: int, cfg, n_features: int, n_stocks: int, dev
     from factor_forecasting.model import build_model
     from factor_forecasting.trainer import load_checkpoint
     path = Path(run_dir) / "checkpoints" / f"fold{fold:03d}.pt"
+    for marker, what in (("ensemble.json", "an ensemble (`ff ensemble`)"), ("peer.json", "a LightGBM peer (`ff peer`)")):
+        if (Path(run_dir) / marker).exists():
+            raise InputError(f"{run_dir} is {what}: it has no network to explain; explain its member or model runs instead")
     if not path.is_file():
         raise InputError(f"{path}: not found; this run predates per-fold best weights (checkpoints/foldNNN.pt), "
                          f"so fold {fold}'s model is gone: train the run again with this version to explain it")

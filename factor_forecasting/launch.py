@@ -70,7 +70,7 @@ def preflight(cfg: Config, nproc_per_node: int | str | None = None, source: str 
 def check_data(cfg: Config) -> list:
     "The walk-forward folds of `cfg`'s data, from file names and one column of one file; `InputError` naming what cannot work."
     from factor_forecasting.rolling import horizon_days, make_folds
-    from factor_forecasting.schema import day_files, read_parquet
+    from factor_forecasting.schema import LEAK_RANK_IC, day_files, leak_pairs, leak_sample, read_parquet, resolve_columns
     from factor_forecasting.synthetic import check_data_path, weekdays
     d = cfg.data
     if check_data_path(cfg):                        # the trainer generates the synthetic market there: its days
@@ -83,6 +83,15 @@ def check_data(cfg: Config) -> list:
         if d.time_col and d.time_col in f.schema_arrow.names:
             snapshots = len(read_parquet(files[0][1], [d.time_col])[1].column(0).unique())
         dates = [x for x, _ in files]
+        if d.leak_check:
+            sample = leak_sample([p for _, p in files])
+            cols = resolve_columns(d, f.schema_arrow, str(files[0][1]))
+            leaks = [p for p in leak_pairs(sample, cols, cfg.report.min_stocks) if abs(p["rank_ic"]) > LEAK_RANK_IC]
+            if leaks:
+                raise LaunchError(f"{d.path}: feature `{leaks[0]['feature']}` has a same-row RankIC of {leaks[0]['rank_ic']:+.3f} "
+                                  f"with target `{leaks[0]['target']}` over {len(sample)} sampled days ({len(leaks)} pair(s) above "
+                                  f"{LEAK_RANK_IC}; `ff data check` lists them): a forward-looking column used as an input? Declare it "
+                                  "in data.label_columns (or data.exclude), or set data.leak_check=false if it is known at the row's time")
     folds = make_folds(dates, cfg.rolling, horizon_days(d.targets, cfg.rolling))
     room = len(folds[0].train) * snapshots
     if d.seq_len > room:

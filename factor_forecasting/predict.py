@@ -51,7 +51,9 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
     from factor_forecasting.loader import Panel
     data = dict(day_files(data_dir))
     days = [x for x in data if (start is None or x >= start) and (end is None or x <= end)]
-    if not days: raise InputError(f"{data_dir}: no day between {start} and {end}")
+    if not days:
+        span = " and ".join(f"{w} {v}" for w, v in (("from", start), ("up to", end)) if v is not None)
+        raise InputError(f"{data_dir}: no day to predict{' ' + span if span else ''}")
     files = {x: p for x, p in (day_files(history_dir) if history_dir is not None else []) if x <= days[-1]}
     files.update({x: p for x, p in data.items() if x <= days[-1]})                 # a day in both: data_dir's file
     first = data[days[0]]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -559,7 +560,9 @@ def to_html(nb_path) -> str:
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
-    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"ic_report_offline.html.j2": OFFLINE_TEMPLATE})],
+    quiet = logging.getLogger("factor_forecasting.report.html")   # not nbconvert's "Alternative text is missing" on every figure
+    quiet.setLevel(logging.ERROR)
+    exporter = HTMLExporter(log=quiet, extra_loaders=[jinja2.DictLoader({"ic_report_offline.html.j2": OFFLINE_TEMPLATE})],
                             template_file="ic_report_offline.html.j2", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
     html, _ = exporter.from_notebook_node(nbformat.read(str(nb_path), as_version=4))

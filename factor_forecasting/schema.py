@@ -20,7 +20,7 @@ from .metrics import cross_section_ic
 # %% auto #0
 __all__ = ['LEAK_RANK_IC', 'LEAK_SAMPLE_DAYS', 'SchemaError', 'Columns', 'never_feature', 'resolve_columns', 'column_problems',
            'day_files', 'DayScan', 'read_parquet', 'sid_array', 'scan_day', 'DatasetScan', 'scan_dataset',
-           'check_dataset']
+           'leak_sample', 'leak_pairs', 'check_dataset']
 
 # %% ../nbs/02_schema.ipynb #34fcaf6a
 class SchemaError(InputError):
@@ -51,6 +51,7 @@ def never_feature(dcfg: DataConfig, column: str) -> str | None:
     if column in (dcfg.luld_col, dcfg.weight_col): return "the luld or weight column"
     if column == dcfg.group_col: return "the group column (data.group_col): a category code is not a number"
     if column in dcfg.exclude: return "excluded (data.exclude)"
+    if re.fullmatch(r"__index_level_\d+__", column): return "a pandas index written by to_parquet: row order, not a factor"
     return None
 
 def resolve_columns(dcfg: DataConfig, schema: pa.Schema, source: str = "dataset") -> Columns:
@@ -237,6 +238,26 @@ def _same_row_rank_ic(X: np.ndarray, y: np.ndarray, times: np.ndarray, min_stock
     _, codes = np.unique(times, return_inverse=True)
     return cross_section_ic(X, np.repeat(y[:, None], X.shape[1], 1), codes, min_stocks, rank=True)
 
+def leak_sample(paths: list) -> list:
+    "The `LEAK_SAMPLE_DAYS` day files (spread evenly) the leak check reads."
+    return [paths[k] for k in sorted(set(np.linspace(0, len(paths) - 1, min(len(paths), LEAK_SAMPLE_DAYS)).round().astype(int).tolist()))]
+
+def leak_pairs(paths: list, cols: Columns, min_stocks: int = 10) -> list[dict]:
+    "Mean same-row RankIC over the cross-sections of `paths` of every (feature, target) pair, largest |RankIC| first."
+    F, T = len(cols.features), len(cols.targets)
+    ric_sum, ric_n = np.zeros((F, T)), np.zeros((F, T))
+    for path in paths:
+        t = read_parquet(path, cols.features + cols.targets + ([cols.time] if cols.time else []))[1]
+        X = np.column_stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.features])
+        times = t.column(cols.time).to_numpy() if cols.time else np.zeros(t.num_rows)
+        for i, c in enumerate(cols.targets):
+            r = _same_row_rank_ic(X, t.column(c).to_numpy(zero_copy_only=False).astype(np.float64), times, min_stocks)
+            ric_sum[:, i] += np.nansum(r, 0); ric_n[:, i] += np.isfinite(r).sum(0)
+    with np.errstate(invalid="ignore"): ric = ric_sum / ric_n                    # NaN: no cross-section large enough
+    return sorted(({"feature": f, "target": tg, "rank_ic": round(float(ric[i, j]), 4)}
+                   for i, f in enumerate(cols.features) for j, tg in enumerate(cols.targets) if np.isfinite(ric[i, j])),
+                  key=lambda p: -abs(p["rank_ic"]))
+
 def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
     "Scan and summarise a dataset (raises `SchemaError` naming every bad file); the summary is plain JSON-able data."
     scan = scan_dataset(path, dcfg, dcfg.start, dcfg.end)
@@ -244,9 +265,7 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
     F, T = len(cols.features), len(cols.targets)
     miss, inf, seen = np.zeros(F), np.zeros(F, np.int64), np.zeros(F, bool)
     cover, rows = np.zeros(T), 0
-    ric_sum, ric_n = np.zeros((F, T)), np.zeros((F, T))
-    sample = set(np.linspace(0, len(scan.days) - 1, min(len(scan.days), LEAK_SAMPLE_DAYS)).round().astype(int).tolist())
-    for k, day in enumerate(scan.days):
+    for day in scan.days:
         t = read_parquet(day.path, cols.features + cols.targets + ([cols.time] if cols.time else []))[1]
         X = np.column_stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.features])
         ok = np.isfinite(X)
@@ -254,15 +273,8 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
         Y = [t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.targets]
         for i, y in enumerate(Y): cover[i] += np.isfinite(y).sum()
         rows += day.rows
-        if k in sample:
-            times = t.column(cols.time).to_numpy() if cols.time else np.zeros(day.rows)
-            for i, y in enumerate(Y):
-                r = _same_row_rank_ic(X, y, times, min_stocks)
-                ric_sum[:, i] += np.nansum(r, 0); ric_n[:, i] += np.isfinite(r).sum(0)
-    with np.errstate(invalid="ignore"): ric = ric_sum / ric_n                    # NaN: no cross-section large enough
-    pairs = sorted(({"feature": f, "target": tg, "rank_ic": round(float(ric[i, j]), 4)}
-                    for i, f in enumerate(cols.features) for j, tg in enumerate(cols.targets) if np.isfinite(ric[i, j])),
-                   key=lambda p: -abs(p["rank_ic"]))
+    sample = leak_sample([d.path for d in scan.days])
+    pairs = leak_pairs(sample, cols, min_stocks)
     stocks = np.array([len(d.sids) for d in scan.days])
     snaps = np.array([len(d.times) for d in scan.days])
     present = set().union(*(d.schema.names for d in scan.days))

@@ -288,9 +288,10 @@ class StopRequest:
 
     @contextlib.contextmanager
     def deferred(self):
-        self.deferring = True
+        "Defer stops inside; nestable (the walk-forward defers its whole loop, each fold's training loop again)."
+        before, self.deferring = self.deferring, True
         try: yield
-        finally: self.deferring = False
+        finally: self.deferring = before
 
 STOP = StopRequest()      # the process's handler (installed by `main`; a notebook keeps its own SIGINT)
 
@@ -745,6 +746,10 @@ def run_fold(cfg: Config, d: Dist, fold: Fold, folds: int, G: int, latest: dict 
     if all_sum([float(STOP.signum != 0)], d)[0]:                     # asked to stop after the last step (and: best.pt is complete)
         raise Stopped(STOP.signum, f"fold {fold.index} step {pos.step}")
     best = load_checkpoint(ckpt_dir / "best.pt", d.device)
+    if not math.isfinite(best["score"]):                             # every rank read the same file: all raise together
+        raise TrainingDiverged(f"fold {fold.index}: no evaluation gave a finite validation RankIC (every prediction non-finite "
+                               f"or constant, or no validation cross-section of loss.min_stocks = {cfg.loss.min_stocks} stocks); "
+                               "its predictions would be meaningless: lower trainer.lr, check the data, or use trainer.precision=fp32")
     ft.model.load_state_dict(best["model"])
     parts = {s: predict(ft, ds, train_ds.universe) for s, ds in infer.items()}
     if not d.main: return None
@@ -820,9 +825,14 @@ def _walk_forward(cfg: Config, d: Dist, restart_fold: bool) -> Path:
         tele.event(0, 0, 0, f"keeping {_folds(plan.keep)} (finished, same days and files), running {_folds(plan.run)}"
                    + "".join(f"; {n}" for n in plan.notes), kept=plan.keep, running=plan.run)
     try:
-        for f in todo:
-            df = run_fold(cfg, d, f, len(folds), G, resume, tele, sum(steps[:f.index]), meta)
-            on_rank0(lambda: finish_fold(cfg, f, df), d)
+        # a stop noted anywhere in a fold (its set-up, predictions, files) is acted on where every rank agrees: the next
+        # training step's flags or the check after training; raising at once would leave the other ranks in a collective
+        with STOP.deferred():
+            for f in todo:
+                df = run_fold(cfg, d, f, len(folds), G, resume, tele, sum(steps[:f.index]), meta)
+                on_rank0(lambda: finish_fold(cfg, f, df), d)
+                if all_sum([float(STOP.signum != 0)], d)[0]:          # noted during its predictions: the fold is kept
+                    raise Stopped(STOP.signum, f"the end of fold {f.index}")
         if d.main:
             df = pd.concat([pd.read_parquet(ckpt_dir / f"fold{f.index:03d}.parquet") for f in folds], ignore_index=True)
             with atomic_target(cfg.run_dir / "predictions.parquet") as tmp: df.to_parquet(tmp, index=False)

@@ -46,7 +46,8 @@ def test_failing_job_says_its_own_error_first(tmp_path):
     data = write_synthetic(tmp_path / "data", stocks=40, days=36, features=10, snapshots=2)
     bad = sorted(data.glob("*.parquet"))[-1]
     bad.write_bytes(b"not a parquet file")          # the launcher's checks read file names: the job finds it
-    res = ff("run", "--config", "tiny.yaml", "--name", "broken", "-p", "nproc_per_node=2", cwd=tmp_path)
+    res = ff("run", "--config", "tiny.yaml", "--name", "broken", "-p", "nproc_per_node=2",
+             "-p", "data.leak_check=false", cwd=tmp_path)                  # the leak check would read it before the job
     assert res.returncode == 2, res.stderr[-3000:]
     nb_path = tmp_path / "runs" / "broken" / "train.ipynb"
     said = res.stderr[res.stderr.index("ff: error: "):].strip().splitlines()

@@ -523,8 +523,8 @@ def fig_permutation(a: Attribution, targets: list[str]):
         import matplotlib.patches as mpatches
         roles = [r for r in ROLE_COLORS if r in set(a.truth.values())]
         fig.legend(handles=[mpatches.Patch(color=ROLE_COLORS[r], label=r) for r in roles], title="true role (meta.json)",
-                   loc="lower right", fontsize=8)
-    fig.tight_layout()
+                   loc="lower center", ncol=len(roles), fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.06 if a.truth else 0, 1, 1))      # the legend below the panels, clear of their axes
     return fig
 
 def fig_lag_attribution(a: Attribution, targets: list[str]):

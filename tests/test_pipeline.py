@@ -15,20 +15,10 @@ import psutil
 
 from factor_forecasting.run_lock import lock_job
 from factor_forecasting.synthetic import write_synthetic
+from tiny_run import write_tiny
 
 FF = str(Path(sys.executable).parent / "ff")
 
-TINY = """\
-base: cpu_demo
-data:
-  path: data
-  seq_len: 4
-  synth: {stocks: 40, days: 36, features: 10, snapshots: 2, generate: true}
-model: {hidden: 8, layers: 1, heads: 1}
-trainer: {epochs: 3, batch_size: 4, log_every_steps: 2, heartbeat_every_s: 0.5}
-rolling: {train_days: 20, valid_days: 4, test_days: 4, embargo_days: 1, max_folds: 2}
-run: {root: runs}
-"""
 
 
 def ff(*args, cwd, timeout=300):
@@ -42,7 +32,7 @@ def notebook_errors(path):
 
 def test_failing_job_says_its_own_error_first(tmp_path):
     "A job that dies inside torchrun on bad input: `ff run` exits 2, its first line is the job's own error, then the notebook."
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    write_tiny(tmp_path)
     data = write_synthetic(tmp_path / "data", stocks=40, days=36, features=10, snapshots=2)
     bad = sorted(data.glob("*.parquet"))[-1]
     bad.write_bytes(b"not a parquet file")          # the launcher's checks read file names: the job finds it
@@ -64,7 +54,7 @@ def test_failing_job_says_its_own_error_first(tmp_path):
 
 def test_checks_before_anything_starts(tmp_path):
     "Too few days for one fold, and a run directory another job holds: refused in the launcher, nothing written."
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    write_tiny(tmp_path)
     res = ff("run", "--config", "tiny.yaml", "--name", "short", "-p", "data.synth.days=26", cwd=tmp_path)
     assert res.returncode == 2 and res.stderr.startswith("ff: error: 26 trading days are too few for one fold"), res.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
@@ -78,7 +68,7 @@ def test_checks_before_anything_starts(tmp_path):
 def test_killed_ff_run_takes_its_job_down_and_demo_resumes(tmp_path):
     """SIGKILL of `ff run` mid-training: its kernel, torchrun and workers all end (the workers after saving a checkpoint).
     Then `ff demo` on the same run: data kept, the run resumed, 2-process torchrun, report rendered, headline printed."""
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    write_tiny(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
     t0 = time.time()
     p = subprocess.Popen([FF, "run", "--config", "tiny.yaml", "--name", "tiny"], cwd=tmp_path, stdout=subprocess.DEVNULL,

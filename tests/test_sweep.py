@@ -20,18 +20,12 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from tiny_run import write_tiny
 
 FF = str(Path(sys.executable).parent / "ff")
 
-TINY = """\
-base: cpu_demo
-data:
-  path: data
-  seq_len: 4
-  synth: {stocks: 40, days: 36, features: 10, snapshots: 2, generate: true}
-model: {hidden: 8, layers: 1, heads: 1}
-trainer: {epochs: 2, batch_size: 4, log_every_steps: 2, heartbeat_every_s: 0.5, checkpoint_every_steps: 2}
-rolling: {train_days: 20, valid_days: 4, test_days: 4, embargo_days: 1, max_folds: 2}
+SWEEP_RUN = """\
+trainer: {epochs: 2, checkpoint_every_steps: 2}
 run: {nproc_per_node: 1, log_level: WARNING}
 """
 
@@ -56,7 +50,7 @@ def sweep(cwd, *args, timeout=600):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
-    (d / "tiny.yaml").write_text(TINY)
+    write_tiny(d, extra=SWEEP_RUN)
     (d / "ref.yaml").write_text(SPEC.format(name="ref"))
     res = sweep(d, "ref.yaml")
     assert res.returncode == 0, res.stderr[-4000:]
@@ -149,7 +143,7 @@ def test_stopped_and_killed_sweep_resumes_to_the_same_predictions(reference):
 
 
 def test_unknown_key_is_one_line_and_writes_nothing(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    write_tiny(tmp_path, extra=SWEEP_RUN)
     (tmp_path / "bad.yaml").write_text(SPEC.format(name="bad").replace("model.name", "model.nmae"))
     res = sweep(tmp_path, "bad.yaml")
     assert res.returncode == 2, res.stderr

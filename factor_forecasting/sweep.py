@@ -119,7 +119,9 @@ def validate_spec(spec: SweepSpec, sweep_dir) -> None:
         for seed in spec.seeds:
             try:
                 cfg = run_config(spec, point.overrides, seed, sweep_dir, f"{point.id}_s{seed}")
-                data_key = json.dumps(asdict(cfg.data), default=str) + json.dumps(asdict(cfg.rolling))
+                # what preflight and check_data read: the data, the folds, and the device and processes per node
+                data_key = json.dumps([asdict(cfg.data), asdict(cfg.rolling), cfg.trainer.device, cfg.run.nproc_per_node,
+                                       cfg.report.min_stocks], default=str)
                 if data_key not in checked:
                     preflight(cfg, source=f"grid point {point.id}")
                     check_data(cfg)

@@ -832,7 +832,7 @@ def _walk_forward(cfg: Config, d: Dist, restart_fold: bool) -> Path:
                 df = run_fold(cfg, d, f, len(folds), G, resume, tele, sum(steps[:f.index]), meta)
                 on_rank0(lambda: finish_fold(cfg, f, df), d)
                 if all_sum([float(STOP.signum != 0)], d)[0]:          # noted during its predictions: the fold is kept
-                    raise Stopped(STOP.signum, f"the end of fold {f.index}")
+                    raise Stopped(STOP.signum, f"fold {f.index} (its predictions written)")
         if d.main:
             df = pd.concat([pd.read_parquet(ckpt_dir / f"fold{f.index:03d}.parquet") for f in folds], ignore_index=True)
             with atomic_target(cfg.run_dir / "predictions.parquet") as tmp: df.to_parquet(tmp, index=False)

@@ -29,19 +29,19 @@ import yaml
 
 # %% auto #0
 __all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat',
-           'Fraction', 'Date', 'NonEmptyStr', 'TARGETS', 'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above',
-           'at_most', 'below', 'divides', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig',
-           'RollingConfig', 'ReportConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys',
-           'field_rules', 'config_from_dict', 'check_section', 'config_to_dict', 'parse_override', 'list_presets',
-           'absolute_paths', 'load_config', 'atomic_target', 'save_config', 'pipeline_path', 'execute_pipeline',
-           'seed_everything', 'usable_cpus', 'env_rank', 'setup_logging']
+           'Fraction', 'Date', 'NonEmptyStr', 'MODEL_NAME', 'TARGETS', 'SESSION_MINUTES', 'PATH_KEYS', 'Rule',
+           'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig',
+           'TrainerConfig', 'RollingConfig', 'ReportConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError',
+           'config_keys', 'field_rules', 'config_from_dict', 'check_section', 'config_to_dict', 'parse_override',
+           'list_presets', 'absolute_paths', 'load_config', 'atomic_target', 'save_config', 'pipeline_path',
+           'execute_pipeline', 'seed_everything', 'usable_cpus', 'env_rank', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #10197537
 @dataclass(frozen=True)
 class Rule:
     "A condition on a config value beyond its type, attached as `Annotated[int, at_least(1)]`; `text` completes 'must be ...'."
     ok: Callable[[Any], bool]
-    text: str
+    text: str | Callable[[], str]    # a callable: computed when the rule fails (e.g. the current model registry)
 
 def at_least(x) -> Rule: return Rule(lambda v: v >= x, f">= {x}")
 def above(x) -> Rule: return Rule(lambda v: v > x, f"> {x}")
@@ -64,6 +64,12 @@ NonNegativeFloat = Annotated[float, at_least(0)]
 Fraction = Annotated[float, at_least(0), at_most(1)]
 Date = Annotated[int, YYYYMMDD]
 NonEmptyStr = Annotated[str, NON_EMPTY]
+
+def _registered_models() -> list[str]:
+    from factor_forecasting.model import MODELS      # the registry grows with `model.register_model`: read it when checking
+    return list(MODELS)
+
+MODEL_NAME = Rule(lambda v: v in _registered_models(), lambda: "one of " + ", ".join(_registered_models()) + " (model.register_model adds one)")
 
 # %% ../nbs/00_core.ipynb #3bc3072b
 TARGETS = ["intra30m", "nextT1d", "ema1d"]
@@ -104,7 +110,8 @@ class DataConfig:
                                                    # feature unless excluded (size is a classic factor); null = none
     start: Optional[Date] = None           # first date to use (YYYYMMDD); null = the first file
     end: Optional[Date] = None             # last date to use (inclusive); null = the last file
-    seq_len: PositiveInt = 32              # snapshots per sample window (may reach into earlier days)
+    seq_len: PositiveInt = 32              # attention span in snapshots (the model's context adds its convolutions' reach; may reach into earlier days)
+    sampling: Literal["sequence", "window"] = "sequence"  # sequence: blocks of consecutive snapshots, a forecast at every position; window: one copied window per sample
     normalize: Literal["robust_z", "rank_gauss", "none"] = "robust_z"  # per cross-section feature scaling
     clip: PositiveFloat = 5.0              # clip normalized features to [-clip, clip]
     feature_dtype: Literal["auto", "float16", "float32"] = "auto"  # stored windows; auto: float16 when normalized (values within ±clip), else float32
@@ -118,7 +125,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     "The network: `tcn_attention` (default) or a baseline (`linear`, `mlp`, `gru`)."
-    name: Literal["tcn_attention", "linear", "mlp", "gru"] = "tcn_attention"
+    name: Annotated[str, MODEL_NAME] = "tcn_attention"  # a registered model (model.MODELS; model.register_model adds one)
     hidden: PositiveInt = 64      # channels of the TCN / attention width
     layers: PositiveInt = 4       # residual TCN blocks, dilations 1, 2, 4, ...
     kernel_size: PositiveInt = 3  # causal convolution kernel
@@ -254,7 +261,7 @@ def _convert(value, tp, key: str, source: str):
     if origin is Annotated:
         value = _convert(value, args[0], key, source)
         for rule in tp.__metadata__:
-            if not rule.ok(value): raise _OutOfRange(f"`{key}` in {source}: must be {rule.text}, got {value!r}")
+            if not rule.ok(value): raise _OutOfRange(f"`{key}` in {source}: must be {rule.text() if callable(rule.text) else rule.text}, got {value!r}")
         return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args: return None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
 
 # %% auto #0
@@ -26,16 +25,40 @@ def emit(result: dict, as_json: bool) -> None:
         for k, v in result.items(): print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
 
 # %% ../nbs/12_bench.ipynb #9534847f
+def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: float, seed: int, device: str,
+                   sampling: str) -> dict:
+    "Samples and seconds of the cold, cached and warm epochs of `sampling` (its own empty day cache), and bytes per window."
+    import tempfile
+    import torch
+    from factor_forecasting.core import config_from_dict
+    from factor_forecasting.loader import PanelDataset
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    def epoch(ds, e):
+        ds.set_epoch(e)
+        sync(); t0, n = time.perf_counter(), 0
+        for b in ds: n += len(b)
+        sync(); return n, time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cache:
+        cfg = config_from_dict({"data": {"path": str(path), "seq_len": seq_len, "memory_budget_gb": memory_budget_gb,
+                                         "num_workers": 0, "cache_dir": cache, "sampling": sampling},
+                                "trainer": {"batch_size": batch_size}, "run": {"seed": seed}})
+        make = lambda: PanelDataset(cfg, days, device=device, context=seq_len)
+        n, cold_s = epoch(make(), 0)                   # from the files (and filling the day cache)
+        ds = make()
+        _, cached_s = epoch(ds, 1)                     # a fresh dataset: chunks from the day cache
+        _, warm_s = epoch(ds, 2)                          # chunks already in memory
+    per_row = ds.feature_dtype.itemsize * seq_len * len(ds.columns.features)    # bytes of one window
+    return {"samples": n, "cold_s": cold_s, "cached_s": cached_s, "warm_s": warm_s, "bytes_per_row": per_row, "dataset": ds}
+
 def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int = 8, features: int = 100,
                  seq_len: int = 60, batch_size: int = 16, memory_budget_gb: float = 4.0, seed: int = 0,
                  device: str = "cpu") -> dict:
-    "Raw parquet decode rate vs the loader's delivered samples/s on the same files (cold, from the day cache, warm); peak RSS."
-    import tempfile
+    "Raw parquet decode rate vs the loader's delivered samples/s on the same files, both sampling modes (cold, cached, warm); peak RSS."
     from pathlib import Path
     import pyarrow.parquet as pq
     import torch
-    from factor_forecasting.core import ConfigError, config_from_dict
-    from factor_forecasting.loader import PanelDataset, trading_days
+    from factor_forecasting.core import ConfigError
+    from factor_forecasting.loader import trading_days
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"bench loader --device cuda: torch {torch.__version__} sees no GPU on this machine")
     if path is None:
@@ -45,29 +68,28 @@ def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int =
             write_synthetic(path, stocks=stocks, days=days, snapshots=snapshots, features=features, seed=seed)
     files = sorted(Path(path).glob("*.parquet"))
     for f in files: pq.read_table(f)                                         # page cache warm for both sides
-    t0 = time.perf_counter(); rows = sum(pq.read_table(f).num_rows for f in files); raw_s = time.perf_counter() - t0
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    def epoch(ds, e):
-        ds.set_epoch(e)
-        sync(); t0, n = time.perf_counter(), 0
-        for b in ds: n += len(b); assert b.x.shape[1:] == (seq_len, len(ds.columns.features))
-        sync(); return n, time.perf_counter() - t0, b.x.element_size() * b.x[0].numel()       # bytes written per window
-    with tempfile.TemporaryDirectory() as cache:
-        cfg = config_from_dict({"data": {"path": str(path), "seq_len": seq_len, "memory_budget_gb": memory_budget_gb,
-                                         "num_workers": 0, "cache_dir": cache},
-                                "trainer": {"batch_size": batch_size}, "run": {"seed": seed}})
-        n, cold_s, _ = epoch(PanelDataset(cfg, trading_days(path), device=device), 0)       # from the files (and filling the day cache)
-        ds = PanelDataset(cfg, trading_days(path), device=device)
-        _, cached_s, _ = epoch(ds, 1)                                        # a fresh dataset: chunks from the day cache
-        _, warm_s, per_sample = epoch(ds, 2)                                 # chunks already in memory
-    rate = rows / raw_s
-    return {"files": len(files), "rows": rows, "features": len(ds.columns.features), "seq_len": seq_len, "samples": n,
-            "steps": ds.steps_per_epoch, "raw_rows_per_s": rate, "samples_per_s": n / cold_s,
-            "samples_per_s_cached": n / cached_s, "samples_per_s_warm": n / warm_s, "ratio": n / cold_s / rate,
-            "ratio_cached": n / cached_s / rate, "ratio_warm": n / warm_s / rate, "gather_gb_per_s": n * per_sample / warm_s / 1e9,
-            "in_memory": ds.chunk_days >= len(files), "feature_dtype": str(ds.feature_dtype).removeprefix("torch."),
-            "peak_rss_gb": peak_rss_gb(), "memory_budget_gb": memory_budget_gb, "torch_threads": torch.get_num_threads(),
-            "device": str(ds.device)}
+    def raw() -> tuple[int, float]:
+        t0 = time.perf_counter(); rows = sum(pq.read_table(f).num_rows for f in files); return rows, time.perf_counter() - t0
+    rows, raw_before = raw()
+    runs = {s: _loader_epochs(path, trading_days(path), seq_len, batch_size, memory_budget_gb, seed, device, s)
+            for s in ("sequence", "window")}
+    _, raw_after = raw()
+    rate = rows / ((raw_before + raw_after) / 2)
+    ds = runs["sequence"]["dataset"]
+    out = {"files": len(files), "rows": rows, "features": len(ds.columns.features), "seq_len": seq_len, "batch_size": batch_size,
+           "raw_rows_per_s": rate, "raw_spread": abs(raw_before - raw_after) / ((raw_before + raw_after) / 2)}
+    for sampling, r in runs.items():
+        pre = "" if sampling == "sequence" else "window_"
+        n = r["samples"]
+        out.update({f"{pre}samples": n, f"{pre}steps": r["dataset"].steps_per_epoch, f"{pre}samples_per_s": n / r["cold_s"],
+                    f"{pre}samples_per_s_cached": n / r["cached_s"], f"{pre}samples_per_s_warm": n / r["warm_s"],
+                    f"{pre}ratio": n / r["cold_s"] / rate, f"{pre}ratio_cached": n / r["cached_s"] / rate,
+                    f"{pre}ratio_warm": n / r["warm_s"] / rate})
+    out["window_gather_gb_per_s"] = runs["window"]["samples"] * runs["window"]["bytes_per_row"] / runs["window"]["warm_s"] / 1e9
+    out.update({"in_memory": ds.chunk_days >= len(files), "feature_dtype": str(ds.feature_dtype).removeprefix("torch."),
+                "peak_rss_gb": peak_rss_gb(), "memory_budget_gb": memory_budget_gb, "torch_threads": torch.get_num_threads(),
+                "device": str(ds.device)})
+    return out
 
 # %% ../nbs/12_bench.ipynb #f01b3e6f
 def _bench_panel(stocks: int, cross_sections: int, targets: int, seed: int):
@@ -87,7 +109,7 @@ def _bench_panel(stocks: int, cross_sections: int, targets: int, seed: int):
 
 def bench_metrics(stocks: int = 3000, cross_sections: int = 2000, targets: int = 3, seed: int = 0) -> dict:
     "Per cross-section IC and RankIC for every target: ours vs a pandas groupby reference on the same frame; seconds, speedup, max |diff|."
-    import numpy as np, pandas as pd
+    import numpy as np
     from factor_forecasting import metrics
     df, names = _bench_panel(stocks, cross_sections, targets, seed)
     t0 = time.perf_counter()
@@ -113,78 +135,92 @@ def bench_metrics(stocks: int = 3000, cross_sections: int = 2000, targets: int =
 # %% ../nbs/12_bench.ipynb #e46ef1b3
 BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}  # dense, per GPU
 
-def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup: int = 5) -> dict:
-    "Bare training steps vs the trainer's full steps on the same model and batches (see above)."
+def _forward_flops(model, batch) -> int:
+    "Forward FLOPs the model spends on `batch`: a block's stock rows over its positions and context, or one window per sample."
+    if hasattr(batch, "positions"): return batch.x.shape[0] * model.sequence_flops(batch.positions)
+    return len(batch) * model.flops_per_sample(batch.x.shape[1])
+
+def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
+    "Bare loop vs the trainer's loop on the same batches, for the sampling mode `overrides` set (see above)."
     import itertools, json as _json, math, tempfile
-    from pathlib import Path
     import torch
     from factor_forecasting.core import InputError, load_config
     from factor_forecasting.loader import PanelDataset, open_panel
     from factor_forecasting.model import build_model
-    from factor_forecasting.rolling import Fold
     from factor_forecasting.synthetic import ensure_dataset
-    from factor_forecasting.trainer import FoldTrainer, Position, Telemetry, init_distributed, per_rank_batch, train_fold
+    from factor_forecasting.telemetry import Telemetry
+    from factor_forecasting.trainer import FoldTrainer, Position, init_distributed, per_rank_batch, train_fold
     with tempfile.TemporaryDirectory() as tmp:
         log_every = 5
         warmup, steps = -(-warmup // log_every) * log_every, -(-steps // log_every) * log_every
         cfg = load_config(config, [*overrides, "trainer.epochs=1", f"trainer.log_every_steps={log_every}",
                                    "trainer.eval_every_steps=null", f"run.root={tmp}", "run.name=bench"])
-        d = init_distributed(cfg.trainer.device)
+        job = init_distributed(cfg.trainer.device)
         ensure_dataset(cfg)
-        G, accum = per_rank_batch(cfg, d.world), cfg.trainer.grad_accum
+        per_rank, accum = per_rank_batch(cfg, job.world), cfg.trainer.grad_accum
         panel = open_panel(cfg.data)
         per_day = len(panel.scan.days[0].times)
-        n_days = min(len(panel.dates) - 1, math.ceil((warmup + steps) * G * accum * d.world / per_day) + 1)
+        n_days = min(len(panel.dates) - 1, math.ceil((warmup + steps) * per_rank * accum * job.world / per_day) + 1)
         days, valid = panel.dates[:n_days], panel.dates[n_days:n_days + 1]
-        dev = d.device if cfg.data.num_workers == 0 else "cpu"
-        mk = lambda days, train: PanelDataset(cfg, days, rank=d.rank, world_size=d.world, train=train,
-                                              cross_sections_per_batch=G, device=dev, seed=0)
+        device = job.device if cfg.data.num_workers == 0 else "cpu"
+        make = lambda days, train: PanelDataset(cfg, days, rank=job.rank, world_size=job.world, train=train, panel=panel,
+                                                cross_sections_per_batch=per_rank, device=device, seed=0)
         meta = (len(panel.columns.features), len(panel.universe))
         # (a) bare: the same batches, already on the device
-        batches = [b.to(d.device) for b in itertools.islice(iter(mk(days, True)), (warmup + steps) * accum)]
+        batches = [b.to(job.device) for b in itertools.islice(iter(make(days, True)), (warmup + steps) * accum)]
         if len(batches) < (warmup + steps) * accum:
             raise InputError(f"bench train: {cfg.data.path} ({len(panel.dates)} days, {per_day} cross-sections a day) gives "
-                             f"{len(batches) // accum} steps of {G * accum * d.world} cross-sections; --warmup + --steps = "
+                             f"{len(batches) // accum} steps of {per_rank * accum * job.world} cross-sections; --warmup + --steps = "
                              f"{warmup + steps} are needed: ask for fewer steps, lower trainer.batch_size or use more days")
-        sync = torch.cuda.synchronize if d.device.type == "cuda" else (lambda: None)
+        sync = torch.cuda.synchronize if job.device.type == "cuda" else (lambda: None)
         def bare() -> float:
             torch.manual_seed(0)
-            model = build_model(cfg, *meta).to(d.device)
-            ft = FoldTrainer(cfg, d, model, total_steps=warmup + steps)   # for its loss, autocast and optimizer settings
+            model = build_model(cfg, *meta).to(job.device)
+            trainer = FoldTrainer(cfg, job, model, total_steps=warmup + steps)   # for its loss, autocast and optimizer settings
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
             def step(micro):
-                for b in micro:
-                    with ft.autocast(): pred = model(b.x, sid=b.sid)
-                    (ft.loss_fn(pred.float(), b.y, b.group, b.weight)[0] / accum).backward()
+                for b in micro: (trainer.loss(b, model)[0] / accum).backward()
                 opt.step(); opt.zero_grad(set_to_none=True)
             for i in range(warmup): step(batches[i * accum:(i + 1) * accum])
             sync(); t0 = time.perf_counter()
             for i in range(warmup, warmup + steps): step(batches[i * accum:(i + 1) * accum])
             sync(); return time.perf_counter() - t0
-        if d.device.type == "cuda": bare()          # untimed: every batch shape's cuDNN / allocator / compile warm-up
+        if job.device.type == "cuda": bare()        # untimed: every batch shape's cuDNN / allocator / compile warm-up
         bare_before = bare()
-        samples = sum(len(b) for b in batches[warmup * accum:]) * d.world
+        timed = batches[warmup * accum:]
+        samples = sum(len(b) for b in timed) * job.world
         # (b) the trainer's loop on a fresh model, loader, DDP and telemetry
         cfg.run_dir.joinpath("checkpoints").mkdir(parents=True)
         torch.manual_seed(0)
-        ft = FoldTrainer(cfg, d, build_model(cfg, *meta), total_steps=warmup + steps)
-        train_ds = mk(days, True)
-        tele = Telemetry(cfg, d, len(train_ds) // accum)
-        train_fold(ft, Position(), train_ds, mk(valid, False), G, cfg.run_dir / "checkpoints", tele, 1, 0)
+        trainer = FoldTrainer(cfg, job, build_model(cfg, *meta), total_steps=warmup + steps)
+        train_ds = make(days, True)
+        tele = Telemetry(cfg, job.main, job.world, job.device, len(train_ds) // accum)
+        train_fold(trainer, Position(), train_ds, make(valid, False), cfg.run_dir / "checkpoints", tele, 0)
         tele.close("finished")
         t = {r["step"]: r["time"] for r in map(_json.loads, (cfg.run_dir / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"}
         trainer_s = t[warmup + steps] - t[warmup]
         bare_after = bare()                          # the reference on both sides of (b): a machine's drift cancels
         bare_s = (bare_before + bare_after) / 2
-        out = {"config": config, "device": str(d.device), "world_size": d.world, "steps": steps,
-               "cross_sections_per_step": G * accum * d.world, "samples": samples,
+        out = {"sampling": cfg.data.sampling, "context": trainer.model.context, "device": str(job.device), "world_size": job.world,
+               "steps": steps, "cross_sections_per_step": per_rank * accum * job.world, "samples": samples,
                "bare_samples_per_s": samples / bare_s, "trainer_samples_per_s": samples / trainer_s,
                "ratio": bare_s / trainer_s, "bare_spread": abs(bare_before - bare_after) / bare_s,
-               "flops_per_sample": ft.model.flops_per_sample()}
-        if d.device.type == "cuda":
-            name = torch.cuda.get_device_name(d.device)
+               "flops_per_sample": sum(_forward_flops(trainer.model, b) for b in timed) * job.world / samples}
+        if job.device.type == "cuda":
+            name = torch.cuda.get_device_name(job.device)
             peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in name), None)
             out.update(gpu=name, mfu=3 * out["flops_per_sample"] * out["trainer_samples_per_s"] / peak if peak else None,
                        mfu_bare=3 * out["flops_per_sample"] * out["bare_samples_per_s"] / peak if peak else None)
         return out
+
+def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup: int = 5) -> dict:
+    "Sequence vs window sampling (`speedup_vs_window`) and trainer vs bare loop (`ratio`) on the same model and data."
+    seq = _train_rates(config, [*overrides, "data.sampling=sequence"], steps, warmup)
+    win = _train_rates(config, [*overrides, "data.sampling=window"], steps, warmup)
+    out = {"config": config, **{k: v for k, v in seq.items() if k != "sampling"},
+           "speedup_vs_window": seq["trainer_samples_per_s"] / win["trainer_samples_per_s"],
+           "bare_speedup_vs_window": seq["bare_samples_per_s"] / win["bare_samples_per_s"]}
+    out.update({f"window_{k}": v for k, v in win.items() if k in ("samples", "bare_samples_per_s", "trainer_samples_per_s", "ratio",
+                                                                  "bare_spread", "flops_per_sample", "mfu", "mfu_bare")})
+    return out

@@ -216,7 +216,6 @@ def display_table(cmp: Comparison, target: str) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("row")
 
 # %% ../nbs/21_compare.ipynb #c7e9a1b3
-import matplotlib
 import matplotlib.pyplot as plt
 
 KIND_COLORS = {"model": "tab:blue", "ensemble": "tab:green", "peer": "tab:orange", "run": "tab:blue"}

@@ -78,7 +78,7 @@ def ensemble_runs(run_dirs: list, out_dir) -> Path:
     if (out / "config.yaml").exists() and not (out / "ensemble.json").exists():
         raise InputError(f"ensemble: {out} is a run directory that is not an ensemble; choose another output directory")
     cfg, df = _read_member(dirs[0])
-    keys, targets = _keys(cfg), cfg.data.targets
+    targets = cfg.data.targets
     codes, _ = cross_section_codes(df, cfg.data.date_col, cfg.data.time_col, "fold") if len(df) else (np.zeros(0, np.int64), None)
     sums = {t: np.zeros(len(df)) for t in targets}
     counts = {t: np.zeros(len(df)) for t in targets}

@@ -214,7 +214,8 @@ def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repea
         model = load_fold_model(run_dir, fold, cfg, len(features), len(panel.universe), device)
         rng = np.random.default_rng([seed, fold])
         chosen = sample_days(fold_days, days, rng)
-        ds = PanelDataset(cfg, chosen, train=False, cross_sections_per_batch=cross_sections_per_batch, device=device, panel=panel)
+        ds = PanelDataset(cfg, chosen, train=False, cross_sections_per_batch=cross_sections_per_batch, device=device, panel=panel,
+                          sampling="window")         # one window of the model's context per row: what is shuffled and integrated
         if ds.num_samples == 0: raise InputError(f"{cfg.data.path}: no rows on fold {fold}'s test days {chosen[0]}..{chosen[-1]}")
         keep, tapped = np.sort(rng.choice(ds.num_samples, min(rows, ds.num_samples), replace=False)), []
         t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .core import Config, InputError, execute_pipeline, load_config, pipeline_path
+from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
 
 # %% auto #0
@@ -94,10 +95,12 @@ def check_data(cfg: Config) -> list:
                                   "in data.label_columns (or data.exclude), or set data.leak_check=false if it is known at the row's time")
     folds = make_folds(dates, cfg.rolling, horizon_days(d.targets, cfg.rolling))
     room = len(folds[0].train) * snapshots
-    if d.seq_len > room:
-        raise LaunchError(f"data.seq_len = {d.seq_len} snapshots is longer than the first fold's {len(folds[0].train)} training "
-                          f"days hold ({len(folds[0].train)} x {snapshots} snapshots = {room}): every training window would reach "
-                          "before the first day of data; lower data.seq_len or raise rolling.train_days")
+    context = model_context(cfg)
+    if context > room:
+        why = f"data.seq_len = {d.seq_len}" if context == d.seq_len else f"data.seq_len = {d.seq_len} and model.{cfg.model.name}'s reach"
+        raise LaunchError(f"the model's context of {context} snapshots ({why}) is longer than the first fold's {len(folds[0].train)} "
+                          f"training days hold ({len(folds[0].train)} x {snapshots} snapshots = {room}): every training forecast would "
+                          "reach before the first day of data; lower data.seq_len (or model.layers), or raise rolling.train_days")
     return folds
 
 # %% ../nbs/13_launch.ipynb #8b113798
@@ -317,7 +320,10 @@ def run_pipeline(config, overrides=(), name=None, params: dict | None = None, ke
     return la.run_dir
 
 # %% ../nbs/13_launch.ipynb #c6846843
-def oos_headline(run_dir) -> "pd.DataFrame":
+from typing import TYPE_CHECKING
+if TYPE_CHECKING: import pandas as pd          # for the annotation only: pandas is imported where it is used
+
+def oos_headline(run_dir) -> pd.DataFrame:
     "Per target: the run's OOS RankIC, RankICIR and days, the oracle's RankIC and the share of it the model reached."
     from factor_forecasting.report import compare_runs, load_run, oracle_summary
     run = load_run(run_dir)

@@ -6,19 +6,21 @@
 from __future__ import annotations
 
 import logging
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .core import Config, ConfigError, ModelConfig, check_section
 
 log = logging.getLogger("factor_forecasting.model")
 
 # %% auto #0
-__all__ = ['log', 'MODELS', 'model_inputs', 'AttentionPool', 'ForecastModel', 'CausalConv1d', 'TemporalBlock',
-           'tcn_receptive_field', 'CausalSelfAttention', 'TCNAttention', 'LinearModel', 'MLPModel', 'GRUModel',
-           'register_model', 'build_model']
+__all__ = ['log', 'ATTENTION_BATCH', 'MODELS', 'model_inputs', 'band_mask', 'AttentionPool', 'ForecastModel', 'CausalConv1d',
+           'TemporalBlock', 'tcn_receptive_field', 'CausalSelfAttention', 'TCNAttention', 'LinearModel', 'MLPModel',
+           'GRUModel', 'register_model', 'model_context', 'build_model']
 
 # %% ../nbs/04_model.ipynb #ac8abb83
 def model_inputs(x: torch.Tensor, mask: torch.Tensor | None, mask_channels: bool) -> torch.Tensor:
@@ -31,38 +33,56 @@ def model_inputs(x: torch.Tensor, mask: torch.Tensor | None, mask_channels: bool
     z = torch.where(ok, x, 0.0).to(dtype)
     return torch.cat([z, ok.to(dtype)], dim=-1) if mask_channels else z
 
+# %% ../nbs/04_model.ipynb #b7d2e4f3
+def band_mask(queries: int, keys: int, band: int, device: torch.device | None = None) -> torch.Tensor:
+    """`[queries, keys]` bool, True where a query may read a key: the queries are the last `queries` of `keys` steps,
+    and query step t reads steps `t - band + 1 .. t` (causal, at most `band` steps)."""
+    q = torch.arange(keys - queries, keys, device=device).unsqueeze(1)
+    k = torch.arange(keys, device=device)
+    return (k <= q) & (k > q - band)
+
 # %% ../nbs/04_model.ipynb #1e67cadd
 class AttentionPool(nn.Module):
-    "Softmax-weighted average of hidden states over steps, with a learned score per step."
+    "Softmax-weighted average of hidden states over the last `band` steps, with a learned score per step."
     def __init__(self, dim: int):
         super().__init__()
         self.score = nn.Linear(dim, 1, bias=False)   # a bias would cancel in the softmax
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        "`[B, T, D] -> [B, D]`, pooling over all steps."
-        a = torch.softmax(self.score(h).squeeze(-1).float(), dim=-1).to(h.dtype)
-        return torch.einsum("bt,btd->bd", a, h)
-
-    def forward_steps(self, h: torch.Tensor) -> torch.Tensor:
-        "`[B, T, D] -> [B, T, D]`: at step t, the pool over steps `<= t`."
+    def forward(self, h: torch.Tensor, n: int = 1, band: int | None = None) -> torch.Tensor:
+        """`[B, T, D] -> [B, n, D]`: at each of the last `n` steps t, the pool over steps `t - band + 1 .. t` (every step
+        up to t when `band` is None)."""
         T = h.shape[1]
-        s = self.score(h).squeeze(-1).float()                                    # [B, T]
-        future = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)     # [t, s]: s > t
-        a = torch.softmax(s.unsqueeze(1).masked_fill(future, float("-inf")), dim=-1).to(h.dtype)
-        return a @ h
+        band = T if band is None else band
+        h = h[:, T - min(T, n + band - 1):]                                     # steps no band reaches are not scored
+        s = self.score(h).squeeze(-1).float().unsqueeze(1)                      # [B, 1, steps]
+        if n > 1: s = s.masked_fill(~band_mask(n, h.shape[1], band, h.device), float("-inf"))
+        return torch.softmax(s, dim=-1).to(h.dtype) @ h
 
-    def flops(self, T: int) -> int: return 2 * T * self.score.in_features * 2   # scores + weighted sum
+    def flops(self, T: int, n: int = 1, band: int | None = None) -> int:
+        "Scores of the steps the bands reach + the weighted sums (the full `[n, steps]` matrix)."
+        steps = min(T, n + (T if band is None else band) - 1)
+        return 2 * steps * self.score.in_features * (1 + n)
 
 # %% ../nbs/04_model.ipynb #6584e059
 class ForecastModel(nn.Module):
-    "Base of every model: inputs, optional stock embedding, one head per target, last-step or pooled read-out."
-    pointwise = False          # True: the forecast at step t uses step t only (the baselines on the last snapshot)
+    "Base of every model: inputs, optional stock embedding, one head per target, window and sequence forward."
+    pointwise = False   # True: the forecast at step t uses step t only (the baselines on the last snapshot)
+    one_pass = False    # True: one pass over a block gives every position's forecast from its own context alone;
+                        # False: the sequence forward runs each position's own window (correct for any causal model)
 
     def __init__(self, mc: ModelConfig, n_features: int, seq_len: int, targets: list[str], n_stocks: int | None = None):
         super().__init__()
         self.config, self.n_features, self.seq_len, self.targets = mc, n_features, seq_len, list(targets)
         self.in_channels = n_features * (2 if mc.mask_channels else 1)
         self.embedding = nn.Embedding(n_stocks, mc.stock_embedding) if mc.stock_embedding > 0 else None
+
+    @classmethod
+    def context_for(cls, mc: ModelConfig, seq_len: int) -> int:
+        "Rows of one stock, up to and including row t, that the forecast at row t depends on."
+        return 1 if cls.pointwise else seq_len
+
+    @property
+    def context(self) -> int: return type(self).context_for(self.config, self.seq_len)
 
     def _build_heads(self, hidden: int) -> None:
         "Call at the end of a subclass's `__init__`, with the width of its hidden states."
@@ -71,13 +91,25 @@ class ForecastModel(nn.Module):
         width = hidden + (self.embedding.embedding_dim if self.embedding is not None else 0)
         self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in self.targets)
 
-    def encode(self, inp: torch.Tensor) -> torch.Tensor:
-        "Causal `[B, T, C] -> [B, T, D]`."
+    def encode(self, inp: torch.Tensor, n: int) -> torch.Tensor:
+        "Causal `[B, T, C] -> [B, n, D]`: the hidden states of the last `n` steps."
         raise NotImplementedError
 
-    def encode_flops(self, T: int) -> int:
-        "Forward FLOPs of `encode` on one sample of `T` steps."
+    def encode_flops(self, T: int, n: int) -> int:
+        "Forward FLOPs of `encode` on one sample of `T` steps, `n` states out."
         raise NotImplementedError
+
+    def _states(self, inp: torch.Tensor, n: int) -> torch.Tensor:
+        "`[B, T, C] -> [B, n, D]`: what the heads read at the last `n` steps (with `attn_pool`: the pool of its band)."
+        if self.pool is None: return self.encode(inp, n)
+        return self.pool(self.encode(inp, min(inp.shape[1], n + self.seq_len - 1)), n, self.seq_len)
+
+    def _sequence_states(self, inp: torch.Tensor, positions: int) -> torch.Tensor:
+        "`[S, positions + context - 1, C] -> [S, positions, D]`: one pass, or each position's own window run as a window."
+        if self.one_pass: return self._states(inp, positions)
+        S, C = inp.shape[0], self.context
+        windows = inp.unfold(1, C, 1).transpose(2, 3).reshape(S * positions, C, inp.shape[2])
+        return self._states(windows, 1).view(S, positions, -1)
 
     def _read_out(self, z: torch.Tensor, sid: torch.Tensor | None) -> torch.Tensor:
         if self.embedding is not None:
@@ -87,40 +119,54 @@ class ForecastModel(nn.Module):
             z = torch.cat([z, e.to(z.dtype)], dim=-1)
         return torch.cat([head(z) for head in self.heads], dim=-1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, sid: torch.Tensor | None = None) -> torch.Tensor:
-        "`[B, T, F]` windows (+ mask, + dense stock index) -> `[B, K]` forecasts, one column per target."
-        return self.forward_inputs(model_inputs(x, mask, self.config.mask_channels), sid)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, sid: torch.Tensor | None = None,
+                positions: int | None = None) -> torch.Tensor:
+        """Window (`positions=None`): `[B, T, F]` windows (+ mask, + dense stock index `[B]`) -> `[B, K]`, the forecast
+        at the last step. Sequence (`positions=L`): a block `[S, T, F]`, `T >= L + context - 1` (+ mask, + `sid` `[S]`)
+        -> `[S, L, K]`, the forecasts at its last `L` steps, each equal to the window forward on its `context` steps."""
+        return self.forward_inputs(model_inputs(x, mask, self.config.mask_channels), sid, positions)
 
-    def forward_inputs(self, inp: torch.Tensor, sid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_inputs(self, inp: torch.Tensor, sid: torch.Tensor | None = None, positions: int | None = None) -> torch.Tensor:
         "`forward` from the network input `inp` = `model_inputs(x, mask)` (what attribution differentiates through)."
-        h = self.encode(inp[:, -1:] if self.pointwise else inp)
-        z = self.pool(h) if self.pool is not None else h[:, -1]
-        return self._read_out(z, sid)
-
-    def forward_steps(self, x: torch.Tensor, mask: torch.Tensor | None = None, sid: torch.Tensor | None = None) -> torch.Tensor:
-        "`[B, T, K]`: the forecast at every step using steps `<= t` only; step `T-1` equals `forward`."
-        h = self.encode(model_inputs(x, mask, self.config.mask_channels))
-        return self._read_out(self.pool.forward_steps(h) if self.pool is not None else h, sid)
+        if positions is None: return self._read_out(self._states(inp, 1)[:, 0], sid)
+        T, C = inp.shape[1], self.context
+        if isinstance(positions, bool) or not isinstance(positions, numbers.Integral) or positions < 1:
+            raise ValueError(f"positions must be an int >= 1 (the loss positions of a block), got {positions!r}")
+        positions = int(positions)
+        if T < positions + C - 1:
+            raise ValueError(f"a block for positions={positions} needs at least positions + context - 1 = {positions} + {C} - 1 "
+                             f"= {positions + C - 1} steps, got {T}")
+        return self._read_out(self._sequence_states(inp[:, T - (positions + C - 1):], positions), sid)
 
     def num_parameters(self) -> int: return sum(p.numel() for p in self.parameters())
 
-    def flops_per_sample(self, seq_len: int | None = None) -> int:
-        "Analytic forward FLOPs of `forward` for one sample (2 x multiply-accumulates of matmuls and convolutions)."
-        T = self.seq_len if seq_len is None else seq_len
-        f = self.encode_flops(1 if self.pointwise else T)
-        if self.pool is not None: f += self.pool.flops(T)
-        return f + sum(2 * h.in_features * h.out_features for h in self.heads)
+    def _flops(self, T: int, n: int) -> int:
+        "Analytic forward FLOPs of the forecasts at the last `n` steps of a `T`-step input, for one stock row."
+        n_states = n if self.pool is None else min(T, n + self.seq_len - 1)
+        f = self.encode_flops(T, n_states)
+        if self.pool is not None: f += self.pool.flops(n_states, n, self.seq_len)
+        return f + n * sum(2 * h.in_features * h.out_features for h in self.heads)
 
-    @property
-    def receptive_field(self) -> int:
-        "Steps of the window (ending at the forecast step) that one forecast can depend on."
-        return 1 if self.pointwise else self.seq_len
+    def flops_per_sample(self, steps: int | None = None) -> int:
+        "Analytic forward FLOPs of the window forward on one window of `steps` steps (default: the context)."
+        return self._flops(self.context if steps is None else steps, 1)
+
+    def sequence_flops(self, positions: int) -> int:
+        "Analytic forward FLOPs of the sequence forward for one stock row of a block with `positions` loss positions."
+        C = self.context
+        return self._flops(positions + C - 1, positions) if self.one_pass else positions * self._flops(C, 1)
+
+    def sequence_summary(self) -> str:
+        "One sentence: how the sequence forward runs and what the context is."
+        if self.pointwise: return "one pass over the block, each position from its own snapshot; context 1"
+        return (f"each position's own {self.context}-step window unfolded from the block and run as a window; "
+                f"context {self.context}")
 
     def describe(self) -> dict:
-        "Name, sizes and costs, for logs and the benchmark."
-        return {"name": self.config.name, "parameters": self.num_parameters(), "flops_per_sample": self.flops_per_sample(),
-                "receptive_field": self.receptive_field, "seq_len": self.seq_len, "n_features": self.n_features,
-                "targets": self.targets}
+        "Name, sizes, context and costs, for logs and the benchmark."
+        return {"name": self.config.name, "parameters": self.num_parameters(), "context": self.context,
+                "seq_len": self.seq_len, "n_features": self.n_features, "targets": self.targets,
+                "flops_per_sample": self.flops_per_sample(), "sequence": self.sequence_summary()}
 
 # %% ../nbs/04_model.ipynb #c4741dec
 class CausalConv1d(nn.Conv1d):
@@ -154,8 +200,20 @@ def tcn_receptive_field(layers: int, kernel_size: int) -> int:
     return 1 + 2 * (kernel_size - 1) * (2 ** layers - 1)
 
 # %% ../nbs/04_model.ipynb #cdad4684
+_CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+ATTENTION_BATCH = 2 ** 15   # sequences per attention call: the fused CUDA kernels fail on larger batches
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
+    "`F.scaled_dot_product_attention` in batches of `ATTENTION_BATCH`; on CUDA without the cuDNN kernel."
+    def run(q, k, v):
+        if len(q) <= ATTENTION_BATCH: return F.scaled_dot_product_attention(q, k, v, **kw)
+        return torch.cat([F.scaled_dot_product_attention(q[i : i + ATTENTION_BATCH], k[i : i + ATTENTION_BATCH],
+                                                         v[i : i + ATTENTION_BATCH], **kw) for i in range(0, len(q), ATTENTION_BATCH)])
+    if q.device.type != "cuda": return run(q, k, v)
+    with sdpa_kernel(_CUDA_ATTENTION): return run(q, k, v)
+
 class CausalSelfAttention(nn.Module):
-    "Pre-norm multi-head causal self-attention with a residual connection, on `[B, T, H]`."
+    "Pre-norm multi-head causal self-attention over a band of steps, with a residual connection, on `[B, T, H]`."
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
@@ -164,19 +222,34 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(hidden, hidden)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, queries: int | None = None, band: int | None = None) -> torch.Tensor:
+        """`[B, T, H] -> [B, queries, H]`: the outputs of the last `queries` steps (default: all), step t attending to
+        steps `t - band + 1 .. t` (every step up to t when `band` is None)."""
         B, T, H = h.shape
-        q, k, v = self.qkv(self.norm(h)).view(B, T, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return h + self.drop(self.out(o.transpose(1, 2).reshape(B, T, H)))
+        n = T if queries is None else queries
+        band = T if band is None else band
+        h = h[:, T - min(T, n + band - 1):]                                     # the steps the queries' bands reach
+        steps = h.shape[1]
+        x, w, b = self.norm(h), self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, -n:], w[:H], b[:H]).view(B, n, self.heads, H // self.heads).transpose(1, 2)
+        k, v = F.linear(x, w[H:], b[H:]).view(B, steps, 2, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        if n == steps and steps <= band: o = _attention(q, k, v, is_causal=True, dropout_p=p)
+        elif n == 1: o = _attention(q, k, v, dropout_p=p)                       # one query: every key is in its band
+        else: o = _attention(q, k, v, attn_mask=band_mask(n, steps, band, h.device), dropout_p=p)
+        return h[:, -n:] + self.drop(self.out(o.transpose(1, 2).reshape(B, n, H)))
 
-    def flops(self, T: int) -> int:
-        H = self.out.in_features
-        return 2 * T * H * 3 * H + 2 * T * T * H * 2 + 2 * T * H * H   # qkv, scores + weighted sum, output
+    def flops(self, T: int, queries: int | None = None, band: int | None = None) -> int:
+        "Queries and output of `queries` steps, keys and values of the steps their bands reach, the full score matrix."
+        H, n = self.out.in_features, T if queries is None else queries
+        steps = min(T, n + (T if band is None else band) - 1)
+        return 2 * n * H * H + 2 * steps * H * 2 * H + 2 * n * steps * H * 2 + 2 * n * H * H   # q, kv, scores + sum, out
 
 # %% ../nbs/04_model.ipynb #6e85eca9
 class TCNAttention(ForecastModel):
-    "Causal dilated TCN blocks, then causal multi-head self-attention, then one head per target."
+    "Causal dilated TCN blocks, then band-masked causal multi-head self-attention, then one head per target."
+    one_pass = True
+
     def __init__(self, mc: ModelConfig, n_features: int, seq_len: int, targets: list[str], n_stocks: int | None = None):
         super().__init__(mc, n_features, seq_len, targets, n_stocks)
         H = mc.hidden
@@ -186,55 +259,68 @@ class TCNAttention(ForecastModel):
         self.norm = nn.LayerNorm(H)
         self._build_heads(H)
         self.tcn_receptive_field = tcn_receptive_field(mc.layers, mc.kernel_size)
-        if self.tcn_receptive_field < seq_len:
-            need = next(L for L in range(1, 64) if tcn_receptive_field(L, mc.kernel_size) >= seq_len)
-            log.warning(f"model.layers={mc.layers}, model.kernel_size={mc.kernel_size}: the convolutions see "
-                        f"{self.tcn_receptive_field} of data.seq_len={seq_len} steps (attention still spans the window); "
-                        f"model.layers={need} would cover it")
 
-    def encode(self, inp: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.attn(self.blocks(self.proj(inp))))
+    @classmethod
+    def context_for(cls, mc: ModelConfig, seq_len: int) -> int:
+        "The TCN's receptive field + the attention band's `seq_len - 1` earlier steps (+ the pool's band's with `attn_pool`)."
+        return tcn_receptive_field(mc.layers, mc.kernel_size) + (seq_len - 1) * (2 if mc.attn_pool else 1)
 
-    def encode_flops(self, T: int) -> int:
-        return 2 * T * self.proj.in_features * self.proj.out_features + sum(b.flops(T) for b in self.blocks) + self.attn.flops(T)
+    def encode(self, inp: torch.Tensor, n: int) -> torch.Tensor:
+        return self.norm(self.attn(self.blocks(self.proj(inp)), n, self.seq_len))
+
+    def encode_flops(self, T: int, n: int) -> int:
+        return (2 * T * self.proj.in_features * self.proj.out_features + sum(b.flops(T) for b in self.blocks)
+                + self.attn.flops(T, n, self.seq_len))
+
+    def sequence_summary(self) -> str:
+        rf, s = self.tcn_receptive_field, self.seq_len
+        if self.pool is None:
+            return (f"one causal pass over the block; attention band-masked to the last {s} TCN outputs; "
+                    f"context {self.context} = TCN receptive field {rf} + {s} - 1")
+        return (f"one causal pass over the block; attention band-masked to the last {s} TCN outputs and the pool to the "
+                f"last {s} attention outputs; context {self.context} = TCN receptive field {rf} + 2 x ({s} - 1)")
 
     def describe(self) -> dict: return {**super().describe(), "tcn_receptive_field": self.tcn_receptive_field}
 
 # %% ../nbs/04_model.ipynb #34b4340c
 class LinearModel(ForecastModel):
     "One linear map per target from the last snapshot."
-    pointwise = True
+    pointwise = one_pass = True
     def __init__(self, mc, n_features, seq_len, targets, n_stocks=None):
         super().__init__(mc, n_features, seq_len, targets, n_stocks)
         self._build_heads(self.in_channels)
 
-    def encode(self, inp): return inp
-    def encode_flops(self, T): return 0
+    def encode(self, inp, n): return inp[:, -n:]
+    def encode_flops(self, T, n): return 0
 
 class MLPModel(ForecastModel):
     "A feed-forward network on the last snapshot."
-    pointwise = True
+    pointwise = one_pass = True
     def __init__(self, mc, n_features, seq_len, targets, n_stocks=None):
         super().__init__(mc, n_features, seq_len, targets, n_stocks)
         widths = [self.in_channels] + [mc.hidden] * mc.layers
         self.layers = nn.Sequential(*[m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.GELU(), nn.Dropout(mc.dropout))])
         self._build_heads(mc.hidden)
 
-    def encode(self, inp): return self.layers(inp)
-    def encode_flops(self, T): return sum(2 * T * m.in_features * m.out_features for m in self.layers if isinstance(m, nn.Linear))
+    def encode(self, inp, n): return self.layers(inp[:, -n:])
+    def encode_flops(self, T, n): return sum(2 * n * m.in_features * m.out_features for m in self.layers if isinstance(m, nn.Linear))
 
 class GRUModel(ForecastModel):
-    "A stacked GRU over the window."
+    "A stacked GRU over the window; context `seq_len` (a recurrence over a whole block has none of its own)."
     def __init__(self, mc, n_features, seq_len, targets, n_stocks=None):
         super().__init__(mc, n_features, seq_len, targets, n_stocks)
         self.gru = nn.GRU(self.in_channels, mc.hidden, num_layers=mc.layers, batch_first=True,
                           dropout=mc.dropout if mc.layers > 1 else 0.0)
         self._build_heads(mc.hidden)
 
-    def encode(self, inp): return self.gru(inp)[0]
-    def encode_flops(self, T):
+    def encode(self, inp, n): return self.gru(inp)[0][:, -n:]
+    def encode_flops(self, T, n):
         H, C = self.gru.hidden_size, self.gru.input_size
         return sum(2 * T * 3 * H * ((C if i == 0 else H) + H) for i in range(self.gru.num_layers))
+
+    def sequence_summary(self) -> str:
+        return (f"each position's own {self.seq_len}-step window unfolded from the block and run through the GRU "
+                f"(a recurrence over a whole block has no fixed context); context {self.context} = seq_len")
 
 # %% ../nbs/04_model.ipynb #c4a7ecb9
 MODELS: dict[str, type[ForecastModel]] = {}
@@ -248,6 +334,10 @@ def register_model(name: str):
 
 for _name, _cls in [("tcn_attention", TCNAttention), ("linear", LinearModel), ("mlp", MLPModel), ("gru", GRUModel)]:
     register_model(_name)(_cls)
+
+def model_context(cfg: Config) -> int:
+    "The context of `cfg`'s model (rows of one stock a forecast depends on), without building the model."
+    return MODELS[cfg.model.name].context_for(cfg.model, cfg.data.seq_len)
 
 def _check(mc: ModelConfig, n_features: int, seq_len: int, n_stocks: int | None) -> None:
     if mc.name not in MODELS: raise ConfigError(f"`model.name`: {mc.name!r} is not one of {', '.join(MODELS)}")
@@ -266,7 +356,7 @@ def build_model(cfg: Config, n_features: int, n_stocks: int | None = None) -> Fo
     _check(mc, n_features, cfg.data.seq_len, n_stocks)
     model = MODELS[mc.name](mc, n_features, cfg.data.seq_len, cfg.data.targets, n_stocks)
     d = model.describe()
-    log.info(f"model {d['name']}: {d['parameters']:,} parameters, {d['flops_per_sample'] / 1e6:.3g} MFLOPs/sample forward, "
-             f"receptive field {d['receptive_field']} steps")
+    log.info(f"model {d['name']}: {d['parameters']:,} parameters, {d['flops_per_sample'] / 1e6:.3g} MFLOPs per "
+             f"{d['context']}-step window forward; sequence forward: {d['sequence']}")
     if mc.compile: model.compile()
     return model

@@ -5,6 +5,7 @@
 # %% ../nbs/15_predict.ipynb #e57f9e5c
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from .core import DataConfig, InputError, atomic_target, load_config
 from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day
@@ -21,8 +23,41 @@ from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_c
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'OUT_FORMATS', 'out_format', 'run_features', 'prediction_panel', 'window_history', 'Predictions',
-           'predict_checkpoint']
+__all__ = ['log', 'OUT_FORMATS', 'autocast', 'forecasts', 'prediction_rows', 'prediction_frame', 'out_format', 'run_features',
+           'prediction_panel', 'window_history', 'Predictions', 'predict_checkpoint']
+
+# %% ../nbs/15_predict.ipynb #78fa6aa0
+def autocast(device, dtype: torch.dtype | None):
+    "Mixed-precision context for `dtype` (`trainer.resolve_precision`) on `device`; None: full precision."
+    if dtype is None: return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+def forecasts(model, batches, device, amp_dtype: torch.dtype | None = None):
+    "Yield `(batch, forecasts [B, K] float32)` for every non-empty batch of `batches` (a dataset or its DataLoader) on `device`."
+    model.eval()
+    for b in batches:
+        if len(b) == 0: continue
+        b = b.to(device, non_blocking=True)
+        with torch.no_grad(), autocast(device, amp_dtype): pred = b.forecast(model).float()
+        yield b, pred
+
+def prediction_rows(model, batches, device, amp_dtype: torch.dtype | None = None) -> dict | None:
+    "This process's rows as numpy: `date`, `time`, `sid` (dense index), `pred` and `y_raw` `[N, K]`; None when it has none."
+    cols = {k: [] for k in ("date", "time", "sid", "pred", "y_raw")}
+    for b, pred in forecasts(model, batches, device, amp_dtype):
+        for k, v in zip(cols, (b.date, b.time, b.sid, pred, b.y_raw)): cols[k].append(v.cpu().numpy())
+    return {k: np.concatenate(v) for k, v in cols.items()} if cols["date"] else None
+
+def prediction_frame(parts: list, universe, targets: list[str]) -> pd.DataFrame:
+    "The contract's prediction columns (date, time, sid, pred_<target>..., <target>...) from `prediction_rows` of each process."
+    parts = [p for p in parts if p is not None]
+    cat = lambda k, width=None: (np.concatenate([p[k] for p in parts]) if parts else
+                                 np.empty((0, width) if width else 0, np.float32 if width else np.int64))
+    df = pd.DataFrame({"date": cat("date").astype(np.int32), "time": cat("time").astype(np.int32), "sid": universe.ids_of(cat("sid"))})
+    pred, y = cat("pred", len(targets)), cat("y_raw", len(targets))
+    for k, t in enumerate(targets): df[f"pred_{t}"] = pred[:, k]
+    for k, t in enumerate(targets): df[t] = y[:, k]
+    return df
 
 # %% ../nbs/15_predict.ipynb #aeefa450
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -46,8 +81,9 @@ def run_features(train: DataConfig, cfg_path) -> list[str]:
 
 # %% ../nbs/15_predict.ipynb #c34af1eb
 def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | None = None, end: int | None = None,
-                     universe=None):
-    "The `Panel` over `data_dir`'s days in `start`..`end` plus the history days their windows reach into; and those days."
+                     universe=None, context: int | None = None):
+    """The `Panel` over `data_dir`'s days in `start`..`end` plus the history days their forecasts reach into (`context`
+    snapshots per forecast, the model's; default `data.seq_len`); and those days."""
     from factor_forecasting.loader import Panel
     data = dict(day_files(data_dir))
     days = [x for x in data if (start is None or x >= start) and (end is None or x <= end)]
@@ -61,7 +97,7 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
     cols = dataclasses.replace(resolved, weight=None, luld=None)                   # optional columns: decided below
     scan = lambda x: scan_day(x, files[x], dcfg, cols, require_targets=False)
     scans, earlier, n = [scan(x) for x in sorted(files) if x >= days[0]], [x for x in sorted(files) if x < days[0]], 0
-    while earlier and n < dcfg.seq_len - 1:
+    while earlier and n < (context or dcfg.seq_len) - 1:
         scans.insert(0, scan(earlier.pop())); n += len(scans[0].times)
     kinds = {}
     for s in scans: kinds.setdefault(s.sids.type, s.path)
@@ -75,8 +111,8 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
     return Panel.from_scan(DatasetScan(Path(data_dir), cols, scans), universe), days
 
 # %% ../nbs/15_predict.ipynb #9955c266
-def window_history(panel, days: Sequence[int], seq_len: int) -> pd.DataFrame:
-    "Each row of `days` in `panel` (date, time, sid) with `history`: the snapshots of its window that hold a row of its stock."
+def window_history(panel, days: Sequence[int], context: int) -> pd.DataFrame:
+    "Each row of `days` in `panel` (date, time, sid) with `history`: the snapshots of its context that hold a row of its stock."
     cols, want = panel.columns, set(days)
     N = sum(len(s.times) for s in panel.scan.days)                       # snapshots of the panel's timeline
     keys, rows, base = [], [], 0
@@ -89,7 +125,7 @@ def window_history(panel, days: Sequence[int], seq_len: int) -> pd.DataFrame:
         base += len(s.times)
     keys = np.sort(np.concatenate(keys))
     date, time, key = (np.concatenate(v) for v in zip(*rows))
-    first = key - np.minimum(key % N, seq_len - 1)                       # the window's first slot, within the stock's run
+    first = key - np.minimum(key % N, context - 1)                       # the context's first slot, within the stock's run
     history = np.searchsorted(keys, key, "right") - np.searchsorted(keys, first, "left")
     return pd.DataFrame({"date": date, "time": time.astype(np.int32), "sid": panel.universe.ids_of(key // N),
                          "history": history.astype(np.int32)})
@@ -103,14 +139,14 @@ class Predictions:
     days: int
     history_days: list[int]    # panel days that fed windows and were not predicted
     lacking: int               # rows with `full_history` False
-    seq_len: int
+    context: int               # snapshots one forecast depends on (`model.model_context`)
 
     def __str__(self) -> str:
         n = lambda k, word: f"{k} {word}{'s' * (k != 1)}"
         h = self.history_days
         hist = f"{n(len(h), 'history day')} {h[0]}..{h[-1]}" if h else "no history days"
         return (f"predictions: {n(self.rows, 'row')} for {n(self.days, 'day')}, {hist}; {n(self.lacking, 'row')} "
-                f"lack{'s' * (self.lacking == 1)} full history (seq_len {self.seq_len}): flagged in full_history -> {self.path}")
+                f"lack{'s' * (self.lacking == 1)} full history (context {self.context}): flagged in full_history -> {self.path}")
 
 # %% ../nbs/15_predict.ipynb #0a550778
 def _checkpoint_and_config(checkpoint, config=None) -> tuple[Path, Path]:
@@ -124,11 +160,11 @@ def _checkpoint_and_config(checkpoint, config=None) -> tuple[Path, Path]:
     return ckpt, cfg_path
 
 def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None = None, end: int | None = None,
-                       device: str = "cpu", history=None) -> Predictions | None:
+                       device: str = "cpu", history=None) -> Predictions:
     "Predict `data_dir`'s days `start`..`end` with `checkpoint`, history from `history` (default: the run's data); write `out`."
     from factor_forecasting.loader import PanelDataset, open_panel
-    from factor_forecasting.model import build_model
-    from factor_forecasting.trainer import FoldTrainer, init_distributed, load_checkpoint, predict
+    from factor_forecasting.model import build_model, model_context
+    from factor_forecasting.trainer import load_checkpoint, resolve_precision
     fmt = out_format(out)
     ckpt, cfg_path = _checkpoint_and_config(checkpoint, config)
     train_cfg = load_config(cfg_path)
@@ -148,29 +184,29 @@ def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None
         universe = open_panel(train_cfg.data).universe                  # the embedding's rows
     state = load_checkpoint(ckpt)
     if "model" not in state: raise InputError(f"{ckpt}: no model weights in this checkpoint")
-    d = init_distributed(cfg.trainer.device)
-    panel, days = prediction_panel(cfg.data, data_dir, history, start, end, universe)
+    if device == "cuda" and not torch.cuda.is_available(): raise InputError("--device cuda: torch sees no GPU on this machine")
+    context = model_context(cfg)
+    panel, days = prediction_panel(cfg.data, data_dir, history, start, end, universe, context)
     model = build_model(cfg, len(features), len(panel.universe))
     try: model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise InputError(f"{ckpt} does not fit the model built from {cfg_path} and {data_dir} "
                          f"({len(features)} features): {str(e).splitlines()[0]}") from None
-    G = cfg.trainer.batch_size if isinstance(cfg.trainer.batch_size, int) else 8
-    ds = PanelDataset(cfg, days, rank=d.rank, world_size=d.world, train=False, cross_sections_per_batch=G, device=d.device,
-                      panel=panel)
-    df = predict(FoldTrainer(cfg, d, model, 1), ds, panel.universe)
-    if df is None: return None                                          # not rank 0 under torchrun
+    per_batch = cfg.trainer.batch_size if isinstance(cfg.trainer.batch_size, int) else 8
+    ds = PanelDataset(cfg, days, train=False, cross_sections_per_batch=per_batch, device=device, panel=panel)
+    rows = prediction_rows(model.to(device), ds, device, resolve_precision(cfg.trainer.precision, torch.device(device))[0])
+    df = prediction_frame([rows], panel.universe, cfg.data.targets)
     known = {t for t in cfg.data.targets for x in days if t in panel.scan.days[panel.pos[x]].schema.names}
     df = df.drop(columns=[t for t in cfg.data.targets if t not in known])
-    df = df.merge(window_history(panel, days, cfg.data.seq_len), on=["date", "time", "sid"], how="left", validate="one_to_one")
+    df = df.merge(window_history(panel, days, context), on=["date", "time", "sid"], how="left", validate="one_to_one")
     df["history"] = df["history"].astype(np.int32)                      # every predicted row has a count (NaN would raise)
-    df["full_history"] = df["history"] == cfg.data.seq_len
+    df["full_history"] = df["history"] == context
     df = df.sort_values(["date", "time", "sid"], kind="stable", ignore_index=True)
     with atomic_target(out) as tmp:
         if fmt == "csv": df.to_csv(tmp, index=False)
         else: df.to_parquet(tmp, index=False)
     predicted = set(days)
     res = Predictions(Path(out), len(df), int(df.date.nunique()), [x for x in panel.dates if x not in predicted],
-                      int((~df.full_history).sum()), cfg.data.seq_len)
+                      int((~df.full_history).sum()), context)
     log.info("%s", res)
     return res

@@ -7,25 +7,24 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import Config, InputError, atomic_target, execute_pipeline, load_config, pipeline_path
-from .metrics import (NEUTRAL, SAMPLES, backtest, cross_horizon, daily_ic, fold_table, group_ic_frame,
+from .core import Config, InputError, atomic_target, execute_pipeline, load_config
+from .metrics import (SAMPLES, backtest, cross_horizon, daily_ic, fold_table, group_ic_frame,
                                         group_long_short, group_summary, headline_table, ic_summary, ic_table, long_short,
                                         monthly_ic, neutral_ic_frames, neutral_table, quantile_frame, rank_autocorr,
                                         summarize, top_turnover)
 
 # %% auto #0
 __all__ = ['ATTRIBUTION_COLUMNS', 'MAX_LAG_FEATURES', 'MAX_MONTHS', 'MAX_ANNOTATED_COLUMNS', 'MAX_ANNOTATED_ROWS', 'ROLE_COLORS',
-           'OFFLINE_TEMPLATE', 'ReportError', 'Run', 'read_metrics', 'required_columns', 'load_run',
-           'write_example_run', 'oracle_summary', 'compare_runs', 'group_frame', 'GroupAnalysis', 'group_analysis',
-           'Attribution', 'read_attribution', 'Analysis', 'analyze', 'fig_daily_ic', 'fig_cumulative_ic', 'fig_ic_hist',
-           'fig_monthly', 'fig_group_heatmap', 'fig_group_long_short', 'fig_deciles', 'fig_long_short', 'fig_turnover',
+           'OFFLINE_TEMPLATE', 'ReportError', 'Run', 'read_metrics', 'required_columns', 'load_run', 'oracle_summary',
+           'compare_runs', 'group_frame', 'GroupAnalysis', 'group_analysis', 'Attribution', 'read_attribution',
+           'Analysis', 'analyze', 'fig_daily_ic', 'fig_cumulative_ic', 'fig_ic_hist', 'fig_monthly',
+           'fig_group_heatmap', 'fig_group_long_short', 'fig_deciles', 'fig_long_short', 'fig_turnover',
            'fig_cross_horizon', 'fig_equity', 'fig_training', 'fig_permutation', 'fig_lag_attribution', 'ReportFailed',
            'to_html', 'render_report']
 
@@ -79,51 +78,6 @@ def load_run(run_dir, targets: list[str] | None = None) -> Run:
     preds = pd.read_parquet(path, columns=keep)
     preds["split"] = preds["split"].astype(str)
     return Run(run_dir, cfg, preds, read_metrics(run_dir / "metrics.jsonl"), targets)
-
-# %% ../nbs/09_report.ipynb #e6f2b94d
-def write_example_run(run_dir, days: int = 30, stocks: int = 60, snapshots: int = 2, seed: int = 0,
-                      oos: bool = True) -> Path:
-    "Write a small fabricated run directory (config, predictions with train/test splits of two folds, metrics.jsonl): for tests and demos of the report."
-    rng = np.random.default_rng(seed)
-    run_dir = Path(run_dir)
-    targets = ["intra30m", "nextT1d"]
-    cfg = load_config(None, [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", f"data.targets=[{', '.join(targets)}]",
-                             f"data.path={run_dir / 'no_data'}", "report.top_k=10", "report.min_stocks=10"])
-    from factor_forecasting.core import save_config
-    save_config(cfg, run_dir / "config.yaml")
-    dates = pd.bdate_range("2021-01-04", periods=days).strftime("%Y%m%d").astype(np.int32)
-    half = days // 2
-    folds = [(0, dates[:half - 5], dates[half - 5:half]), (1, dates[:days - 5], dates[days - 5:])] if oos else \
-            [(0, dates, dates[:0])]
-    signal = rng.standard_normal(stocks)                         # a persistent stock effect: turnover below 1
-    parts = []
-    for fold, train, test in folds:
-        for split, ds, noise in (("train", train, 1.0), ("test", test, 3.0)):
-            for d in ds:
-                for s in range(snapshots):
-                    alpha = 0.7 * signal + rng.standard_normal(stocks)
-                    y = np.stack([alpha + 2 * rng.standard_normal(stocks), alpha + 3 * rng.standard_normal(stocks)], 1) * 1e-3
-                    p = alpha[:, None] + noise * rng.standard_normal((stocks, 2))
-                    parts.append(pd.DataFrame({"date": d, "time": np.int32(100000 + 3000 * s), "sid": np.arange(stocks),
-                                               "fold": fold, "split": split, "intra30m": y[:, 0], "nextT1d": y[:, 1],
-                                               "pred_intra30m": p[:, 0], "pred_nextT1d": p[:, 1],
-                                               "luld": (rng.random(stocks) < 0.02).astype(np.int8),
-                                               "ADV50": rng.lognormal(10, 1, stocks)}))
-    preds = pd.concat(parts, ignore_index=True)
-    preds.loc[rng.random(len(preds)) < 0.03, "nextT1d"] = np.nan
-    with atomic_target(run_dir / "predictions.parquet") as tmp: preds.to_parquet(tmp, index=False)
-    lines, step = [], 0
-    for fold, _, _ in folds:
-        for epoch in range(3):
-            for _ in range(5):
-                step += 1
-                lines.append({"kind": "train", "time": 1.6e9 + step, "fold": fold, "epoch": epoch, "step": step,
-                              "loss": 2.0 / (1 + 0.1 * step) + 0.05 * rng.random(), "lr": 1e-3, "samples_per_s": 5000.0})
-            lines.append({"kind": "eval", "time": 1.6e9 + step, "fold": fold, "epoch": epoch, "step": step,
-                          **{f"valid_rank_ic/{t}": 0.02 * epoch + 0.01 * rng.random() for t in targets},
-                          **{f"valid_ic/{t}": 0.02 * epoch for t in targets}, "valid_rank_ic": 0.02 * epoch})
-    with atomic_target(run_dir / "metrics.jsonl") as tmp: tmp.write_text("".join(json.dumps(l) + "\n" for l in lines))
-    return run_dir
 
 # %% ../nbs/09_report.ipynb #d1236799
 def _oracle_rows(s_ic: dict, s_ric: dict, target: str, source: str) -> dict:
@@ -314,7 +268,6 @@ def analyze(run: Run, quantiles: int | None = None, top_k: int | None = None, co
         notes=notes, groups=groups, groups_note=groups_note)
 
 # %% ../nbs/09_report.ipynb #256d4a06
-import matplotlib
 import matplotlib.pyplot as plt
 from .metrics import group_daily_ic
 

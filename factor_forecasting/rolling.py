@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .core import ConfigError, InputError, RollingConfig
 
 # %% auto #0
-__all__ = ['HORIZON_DAYS', 'horizon_days', 'Fold', 'make_folds', 'check_no_leak', 'days_read']
+__all__ = ['HORIZON_DAYS', 'horizon_days', 'Fold', 'make_folds', 'days_read']
 
 # %% ../nbs/08_rolling.ipynb #31ca302c
 HORIZON_DAYS = {"intra30m": 1, "nextT1d": 1, "ema1d": 1}
@@ -72,17 +72,6 @@ def make_folds(days, rcfg: RollingConfig, horizon: int = 1) -> list[Fold]:
                           tuple(days[start:test_end])))
         if not rcfg.enabled: break
     return folds
-
-# %% ../nbs/08_rolling.ipynb #4957eaf0
-def check_no_leak(folds: list[Fold], days, horizon: int) -> None:
-    "Raise `AssertionError` if any fold lets a training/validation label reach a later split."
-    pos = {d: i for i, d in enumerate(sorted(set(int(d) for d in days)))}
-    for f in folds:
-        assert f.train and f.valid and f.test, f
-        for a, b in ((f.train, f.valid), (f.valid, f.test), (f.train, f.test)):
-            # the label of the last earlier-split row looks `horizon` trading days ahead: it must stay before `b`
-            assert pos[a[-1]] + horizon < pos[b[0]], (f, "label horizon reaches the next split")
-        assert list(f.train) == sorted(f.train) and list(f.test) == sorted(f.test)
 
 # %% ../nbs/08_rolling.ipynb #87043c81
 def days_read(fold: Fold, days, snapshots, seq_len: int) -> list[int]:

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,14 +33,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .core import (Config, ConfigError, InputError, atomic_target, config_to_dict, env_rank,
                                      load_config, save_config, seed_everything, setup_logging)
+from .model import model_context
 from .rolling import Fold, days_read, horizon_days, make_folds
 from .run_lock import held_for_me, lock_job, lock_writer
+from .telemetry import Telemetry
 
 log = logging.getLogger("factor_forecasting.trainer")
 
 # %% auto #0
 __all__ = ['log', 'STOP', 'RUN_FILES', 'Dist', 'init_distributed', 'all_sum', 'on_rank0', 'resolve_precision', 'lr_factor',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Telemetry', 'Position',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Position', 'StepResult',
            'TrainingDiverged', 'Stopped', 'StopRequest', 'watch_parent', 'FoldTrainer', 'evaluate', 'predict',
            'activation_bytes', 'auto_batch_size', 'per_rank_batch', 'prepare_run_dir', 'writing', 'file_fingerprint',
            'file_change', 'fold_paths', 'universe_digest', 'known_fingerprints', 'fold_record', 'FoldPlan',
@@ -83,26 +84,26 @@ def init_distributed(device: str = "auto") -> Dist:
                                 device_id=dev if cuda else None)
     return Dist(rank, world, local, dev)
 
-def all_sum(values, d: Dist) -> list[float]:
+def all_sum(values, job: Dist) -> list[float]:
     "Sum a few floats over all ranks (one small collective) and return them on the host."
-    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    t = torch.tensor(values, dtype=torch.float64, device=job.device)
     dist.all_reduce(t)
     return t.tolist()
 
 # %% ../nbs/07_trainer.ipynb #612b8105
-def on_rank0(fn, d: Dist, share: bool = False):
+def on_rank0(fn, job: Dist, share: bool = False):
     """Run `fn` on rank 0 only; its `InputError` is raised on every rank. Returns `fn()` on rank 0, and on the other
     ranks too with `share` (else None)."""
     box, err, res = [("ok", None)], None, None
-    if d.main:
+    if job.main:
         try: res = fn()
         except InputError as e: err, box = e, [("error", str(e))]
         else:
             if share: box = [("ok", res)]
-    if d.world > 1: dist.broadcast_object_list(box, src=0)
+    if job.world > 1: dist.broadcast_object_list(box, src=0)
     kind, val = box[0]
-    if kind == "error": raise err if d.main else InputError(val)
-    return res if d.main else val
+    if kind == "error": raise err if job.main else InputError(val)
+    return res if job.main else val
 
 # %% ../nbs/07_trainer.ipynb #93461a1b
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -145,106 +146,6 @@ def load_checkpoint(path, device="cpu", hint: str = "start over with --fresh") -
     try: return torch.load(path, map_location=device, weights_only=True)
     except Exception as e: raise InputError(f"{path}: unreadable checkpoint ({e}); {hint}") from None
 
-# %% ../nbs/07_trainer.ipynb #9e5ae268
-def _gpu_stats(device: torch.device) -> tuple[float | None, float | None]:
-    if device.type != "cuda": return None, None
-    util = None
-    with contextlib.suppress(Exception): util = float(torch.cuda.utilization(device))
-    return torch.cuda.max_memory_allocated(device) / 2**30, util
-
-class Telemetry:
-    "Rank 0's view of the run: metrics.jsonl, heartbeat.json, TensorBoard, progress bar, IC snapshots."
-    def __init__(self, cfg: Config, d: Dist, steps_total: int, steps_done: int = 0):
-        self.cfg, self.d, self.on = cfg, d, d.main
-        self.run_dir, self.tc = cfg.run_dir, cfg.trainer
-        self.started = time.time()
-        self.hb = {"status": "running", "started": self.started, "fold": 0, "folds": 0, "epoch": 0, "epochs": self.tc.epochs,
-                   "step": 0, "steps_total": steps_total, "progress": 0.0, "eta_s": None, "samples_per_s": 0.0,
-                   "loss": None, "valid_rank_ic": {}, "world_size": d.world, "pid": os.getpid(),
-                   "host": socket.gethostname(), "error": None}
-        self.steps_done0 = self.steps_done = steps_done
-        self.last_valid: dict = {}
-        self.last_snapshot = time.time()
-        self.recent = deque(maxlen=16)           # (pred, y_raw, group) of recent training micro-batches
-        if not self.on: return
-        self.proc = psutil.Process()
-        self.proc.cpu_percent(None)
-        self.metrics = open(self.run_dir / "metrics.jsonl", "a")
-        from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(self.run_dir / "tb", purge_step=steps_done or None)
-        tty = sys.stderr.isatty()
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=steps_total, initial=steps_done, unit="step", dynamic_ncols=True, disable=not tty)
-        self.tty = tty
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
-        self.write_heartbeat()
-        self._thread.start()
-
-    def _beat(self):
-        while not self._stop.wait(self.tc.heartbeat_every_s): self.write_heartbeat()
-
-    def write_heartbeat(self):
-        if not self.on: return
-        hb = dict(self.hb, time=time.time(), cpu_percent=self.proc.cpu_percent(None),
-                  rss_gb=self.proc.memory_info().rss / 2**30)
-        hb["gpu_mem_gb"], hb["gpu_util"] = _gpu_stats(self.d.device)
-        with atomic_target(self.run_dir / "heartbeat.json") as tmp: tmp.write_text(json.dumps(hb))
-
-    def record(self, kind: str, fold: int, epoch: int, step: int, **fields):
-        "Append one metrics.jsonl line (and TensorBoard scalars for its numbers)."
-        if not self.on: return
-        rec = {"kind": kind, "time": time.time(), "fold": fold, "epoch": epoch, "step": step, **fields}
-        self.metrics.write(json.dumps(rec) + "\n"); self.metrics.flush()
-        for k, v in fields.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                self.tb.add_scalar(f"{kind}/{k}", v, self.steps_done)
-
-    def event(self, fold: int, epoch: int, step: int, message: str, **fields):
-        log.info(message)
-        self.record("event", fold, epoch, step, message=message, **fields)
-
-    def progress(self, fold: int, folds: int, epoch: int, step: int, steps_done: int, loss: float | None = None,
-                 samples_per_s: float | None = None):
-        "Update the live state after a step (cheap: no I/O unless a log line or snapshot is due)."
-        if not self.on: return
-        self.bar.update(steps_done - self.steps_done)
-        self.steps_done = steps_done
-        elapsed, total = time.time() - self.started, self.hb["steps_total"]
-        rate = (steps_done - self.steps_done0) / elapsed if elapsed > 0 else 0.0
-        self.hb.update(fold=fold, folds=folds, epoch=epoch, step=step, progress=min(1.0, steps_done / max(1, total)),
-                       eta_s=(total - steps_done) / rate if rate > 0 else None)
-        if loss is not None: self.hb["loss"] = loss
-        if samples_per_s is not None: self.hb["samples_per_s"] = samples_per_s
-        if self.tty: self.bar.set_postfix(fold=f"{fold + 1}/{folds}", loss=f"{self.hb['loss'] or float('nan'):.4f}")
-
-    def snapshot_due(self) -> bool:
-        return self.on and time.time() - self.last_snapshot >= self.tc.ic_report_every_s
-
-    def write_snapshot(self, fold: int, epoch: int, step: int, targets: list[str]):
-        "In-sample IC of the recent training batches vs the latest validation IC, per target."
-        from factor_forecasting.metrics import cross_section_ic
-        self.last_snapshot = time.time()
-        if not self.on or not self.recent: return
-        ins = {}
-        for rank in (False, True):
-            ics = [cross_section_ic(p, y, g, self.cfg.loss.min_stocks, rank=rank).cpu().numpy() for p, y, g in self.recent]
-            m = np.nanmean(np.concatenate(ics), axis=0) if any(np.isfinite(i).any() for i in ics) else [np.nan] * len(targets)
-            for t, v in zip(targets, m): ins.setdefault(t, {})["rank_ic" if rank else "ic"] = float(v)
-        snap = {"time": time.time(), "fold": fold, "epoch": epoch, "step": step, "in_sample": ins,
-                "valid": {t: {"ic": self.last_valid.get(f"valid_ic/{t}"), "rank_ic": self.last_valid.get(f"valid_rank_ic/{t}")}
-                          for t in targets}}
-        with atomic_target(self.run_dir / "ic_snapshots" / f"fold{fold:03d}_step{step:07d}.json") as tmp:
-            tmp.write_text(json.dumps(snap, indent=1))
-
-    def close(self, status: str, error: str | None = None):
-        if not self.on: return
-        self._stop.set(); self._thread.join()
-        self.hb.update(status=status, error=error)
-        if status == "finished": self.hb.update(progress=1.0, eta_s=0.0)
-        self.write_heartbeat()
-        self.bar.close(); self.tb.close(); self.metrics.close()
-
 # %% ../nbs/07_trainer.ipynb #b6a55ab5
 @dataclass
 class Position:
@@ -259,6 +160,38 @@ class Position:
     nonfinite: int = 0            # consecutive skipped (non-finite) steps
     nonfinite_total: int = 0
     done: bool = False            # training finished (patience or epochs): predictions are next
+
+    def count_step(self, skipped: bool, steps_per_epoch: int) -> bool:
+        "Count an optimizer step (and a skipped one); True when it ended the epoch (the position is then in the next)."
+        self.step += 1; self.step_in_epoch += 1
+        self.nonfinite = self.nonfinite + 1 if skipped else 0
+        self.nonfinite_total += skipped
+        if self.step_in_epoch < steps_per_epoch: return False
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        return True
+
+    def count_evaluation(self, score: float, patience: int) -> bool:
+        "Count an evaluation's score (NaN: none); True when it is the best so far (its weights are the fold's best)."
+        score = score if math.isfinite(score) else -math.inf
+        best = self.best_step < 0 or score > self.best
+        if best: self.best, self.best_step, self.bad_evals = score, self.step, 0
+        else: self.bad_evals += 1
+        self.done = self.done or self.bad_evals >= patience
+        return best
+
+@dataclass
+class StepResult:
+    "What one optimizer step did: `loss`, `samples`, `skipped` and `stop` agreed over ranks; the rest of this rank."
+    loss: float                   # mean loss over ranks and micro-batches (non-finite ones count as 0)
+    samples: int                  # loss rows over all ranks
+    skipped: bool                 # some rank saw a non-finite loss: no rank updated the weights
+    stop: bool                    # some rank was asked to stop (SIGTERM / SIGINT)
+    grad_norm: float              # before clipping; NaN when skipped
+    lr: float                     # the learning rate the step used
+    parts: dict                   # this rank's loss components (float) of its last micro-batch
+    pred: torch.Tensor | None     # this rank's last micro-batch: forecasts [B, K], raw targets, cross-section codes
+    y_raw: torch.Tensor | None
+    group: torch.Tensor | None
 
 class TrainingDiverged(RuntimeError):
     "Too many consecutive non-finite losses."
@@ -306,61 +239,61 @@ def watch_parent(parent: int, interval_s: float = 0.2) -> threading.Thread:
 
 # %% ../nbs/07_trainer.ipynb #cdac053e
 class FoldTrainer:
-    "Model, optimizer, schedule and scaler of one fold, and its train / evaluate / predict passes."
-    def __init__(self, cfg: Config, d: Dist, model: torch.nn.Module, total_steps: int):
+    "Model, optimizer, schedule and scaler of one fold, and its optimizer step."
+    def __init__(self, cfg: Config, job: Dist, model: torch.nn.Module, total_steps: int):
         from factor_forecasting.loss import build_loss
         tc = self.tc = cfg.trainer
-        self.cfg, self.d, self.targets = cfg, d, list(cfg.data.targets)
-        self.model = model.to(d.device)
-        self.ddp = DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        self.cfg, self.job, self.targets = cfg, job, list(cfg.data.targets)
+        self.model = model.to(job.device)
+        self.ddp = DDP(self.model, device_ids=[job.device.index] if job.device.type == "cuda" else None)
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=tc.lr, fused=d.device.type == "cuda")
+                                     lr=tc.lr, fused=job.device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, tc.warmup_steps, total_steps, tc.min_lr_ratio))
-        self.amp_dtype, use_scaler = resolve_precision(tc.precision, d.device)
-        self.scaler = torch.amp.GradScaler(d.device.type, enabled=use_scaler)
+        self.amp_dtype, use_scaler = resolve_precision(tc.precision, job.device)
+        self.scaler = torch.amp.GradScaler(job.device.type, enabled=use_scaler)
         self.loss_fn = build_loss(cfg)
 
     def autocast(self):
-        if self.amp_dtype is None: return contextlib.nullcontext()
-        return torch.autocast(self.d.device.type, dtype=self.amp_dtype)
+        from factor_forecasting.predict import autocast
+        return autocast(self.job.device, self.amp_dtype)
 
-    def _loss(self, b):
-        with self.autocast(): pred = self.ddp(b.x, sid=b.sid)
-        if len(b) == 0:     # a rank with no cross-section this step still joins the gradient all-reduce
+    def loss(self, batch, model=None):
+        "(loss, its parts, forecasts) of a window batch or a sequence block; `model` defaults to the DDP-wrapped one."
+        with self.autocast(): pred = batch.forecast(model or self.ddp)
+        if len(batch) == 0:     # a rank with no cross-section this step still joins the gradient all-reduce
             return pred.float().sum() * 0.0, {}, pred
-        loss, parts = self.loss_fn(pred.float(), b.y, b.group, b.weight)
+        loss, parts = self.loss_fn(pred.float(), batch.y, batch.group, batch.weight)
         return loss, parts, pred
 
-    def step(self, micro: list) -> dict:
-        "One optimizer step over this rank's micro-batches; returns global loss, samples, grad norm, skipped flag."
+    def step(self, micro: list) -> StepResult:
+        "One optimizer step over this rank's micro-batches (window batches or blocks)."
         self.ddp.train()
-        loss_sum, bad, n = torch.zeros((), device=self.d.device), torch.zeros((), device=self.d.device), 0
-        for i, b in enumerate(micro):
-            sync = contextlib.nullcontext() if i == len(micro) - 1 else self.ddp.no_sync()
-            with sync:
-                loss, parts, pred = self._loss(b)
+        loss_sum, bad, n = torch.zeros((), device=self.job.device), torch.zeros((), device=self.job.device), 0
+        for i, batch in enumerate(micro):
+            with contextlib.nullcontext() if i == len(micro) - 1 else self.ddp.no_sync():   # all-reduce on the last backward
+                loss, parts, pred = self.loss(batch)
                 finite = torch.isfinite(loss)
                 bad += (~finite).float()
                 loss_sum += torch.where(finite, loss.detach(), 0.0)
                 self.scaler.scale(loss / len(micro)).backward()
-            n += len(b)
-        self.last = (pred.detach(), b, parts)
-        flags = torch.tensor([float(n), float(STOP.signum != 0)], device=self.d.device)
-        t = torch.cat([torch.stack([loss_sum / len(micro), bad]), flags]).double()
-        dist.all_reduce(t)
-        loss, bad, n, stop = t.tolist()
-        out = {"loss": loss / self.d.world, "samples": n, "skipped": bad > 0, "grad_norm": float("nan"), "stop": stop > 0}
-        if not out["skipped"]:
+            n += len(batch)
+        agreed = torch.stack([loss_sum / len(micro), bad, torch.tensor(float(n), device=self.job.device),
+                              torch.tensor(float(STOP.signum != 0), device=self.job.device)]).double()
+        dist.all_reduce(agreed)
+        loss, bad, n, stop = agreed.tolist()
+        lr, grad_norm = self.sched.get_last_lr()[0], float("nan")
+        if not bad:
             self.scaler.unscale_(self.opt)
-            out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad))
             self.scaler.step(self.opt)
             self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()
-        return out
+        return StepResult(loss / self.job.world, int(n), bad > 0, stop > 0, grad_norm, lr, {k: float(v) for k, v in parts.items()},
+                          pred.detach(), batch.y_raw, batch.group)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
@@ -376,107 +309,80 @@ def _batches(ds):
     from factor_forecasting.loader import make_loader
     return iter(make_loader(ds) if ds.num_workers else ds)
 
-@torch.no_grad()
-def evaluate(ft: FoldTrainer, ds) -> dict:
+def evaluate(trainer: FoldTrainer, ds) -> dict:
     "Validation IC and RankIC per target (mean over cross-sections, all ranks), plus `valid_rank_ic` (mean over targets)."
     from factor_forecasting.metrics import cross_section_ic
-    ft.model.eval()
-    K, ms = len(ft.targets), ft.cfg.loss.min_stocks
+    from factor_forecasting.predict import forecasts
+    K, min_stocks = len(trainer.targets), trainer.cfg.loss.min_stocks
     acc = np.zeros(4 * K)                       # ic sum, ic count, rank ic sum, rank ic count
-    for b in _batches(ds):
-        if len(b) == 0: continue
-        b = b.to(ft.d.device, non_blocking=True)
-        with ft.autocast(): pred = ft.model(b.x, sid=b.sid).float()
+    for b, pred in forecasts(trainer.model, _batches(ds), trainer.job.device, trainer.amp_dtype):
         for j, rank in enumerate((False, True)):
-            ic = cross_section_ic(pred, b.y_raw, b.group, ms, rank=rank).cpu().numpy()
+            ic = cross_section_ic(pred, b.y_raw, b.group, min_stocks, rank=rank).cpu().numpy()
             acc[2 * j * K:(2 * j + 1) * K] += np.nansum(ic, axis=0)
             acc[(2 * j + 1) * K:(2 * j + 2) * K] += np.isfinite(ic).sum(axis=0)
-    acc = np.array(all_sum(acc.tolist(), ft.d))
+    acc = np.array(all_sum(acc.tolist(), trainer.job))
     with np.errstate(invalid="ignore"):
         ic, ric = acc[:K] / acc[K:2 * K], acc[2 * K:3 * K] / acc[3 * K:]
-    out = {**{f"valid_ic/{t}": float(v) for t, v in zip(ft.targets, ic)},
-           **{f"valid_rank_ic/{t}": float(v) for t, v in zip(ft.targets, ric)}}
+    out = {**{f"valid_ic/{t}": float(v) for t, v in zip(trainer.targets, ic)},
+           **{f"valid_rank_ic/{t}": float(v) for t, v in zip(trainer.targets, ric)}}
     out["valid_rank_ic"] = float(np.mean(ric)) if np.isfinite(ric).all() else float("nan")
     return out
 
-@torch.no_grad()
-def predict(ft: FoldTrainer, ds, universe) -> pd.DataFrame | None:
+def predict(trainer: FoldTrainer, ds, universe) -> pd.DataFrame | None:
     "Predictions for every row of `ds` (all ranks' days), as a contract-shaped frame on rank 0 (None elsewhere)."
-    ft.model.eval()
-    cols = {k: [] for k in ("date", "time", "sid", "pred", "y_raw")}
-    for b in _batches(ds):
-        if len(b) == 0: continue
-        b = b.to(ft.d.device, non_blocking=True)
-        with ft.autocast(): pred = ft.model(b.x, sid=b.sid).float()
-        for k, v in zip(cols, (b.date, b.time, b.sid, pred, b.y_raw)): cols[k].append(v.cpu().numpy())
-    mine = {k: np.concatenate(v) if v else None for k, v in cols.items()}
-    parts = [None] * ft.d.world if ft.d.main else None
+    from factor_forecasting.predict import prediction_frame, prediction_rows
+    mine = prediction_rows(trainer.model, _batches(ds), trainer.job.device, trainer.amp_dtype)
+    parts = [None] * trainer.job.world if trainer.job.main else None
     dist.gather_object(mine, parts, dst=0)
-    if not ft.d.main: return None
-    parts = [p for p in parts if p["date"] is not None]
-    cat = lambda k: np.concatenate([p[k] for p in parts])
-    df = pd.DataFrame({"date": cat("date").astype(np.int32), "time": cat("time").astype(np.int32),
-                       "sid": universe.ids_of(cat("sid"))})
-    pred, y = cat("pred"), cat("y_raw")
-    for k, t in enumerate(ft.targets): df[f"pred_{t}"] = pred[:, k]
-    for k, t in enumerate(ft.targets): df[t] = y[:, k]
-    return df
+    return prediction_frame(parts, universe, trainer.targets) if trainer.job.main else None
 
 # %% ../nbs/07_trainer.ipynb #6ca0d8db
-def activation_bytes(ft: FoldTrainer, b) -> int:
-    "Bytes autograd saves during one forward + loss on batch `b` (what a backward pass will hold)."
+def activation_bytes(trainer: FoldTrainer, batch) -> int:
+    "Bytes autograd saves during one forward + loss on `batch` (what a backward pass will hold)."
     total = 0
     def pack(t):
         nonlocal total
         total += t.numel() * t.element_size()
         return t
-    ft.model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ft.autocast():
-        pred = ft.model(b.x, sid=b.sid)
-        ft.loss_fn(pred.float(), b.y, b.group, b.weight)
+    trainer.model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): trainer.loss(batch, trainer.model)
     return total
 
-def _repeat(b, n: int):
-    "`n` copies of a one-cross-section batch, as `n` cross-sections."
-    from factor_forecasting.loader import Batch
-    out = b.apply(lambda t: torch.cat([t] * n))
-    out.group = torch.arange(n, device=b.group.device).repeat_interleave(len(b))
-    return out
-
-def auto_batch_size(ft: FoldTrainer, probe, cross_sections: int) -> tuple[int, str]:
-    "Cross-sections per rank per micro-batch that fit (see above), and a sentence saying why."
-    d, tc = ft.d, ft.tc
-    per_xs = activation_bytes(ft, probe)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
-    if d.device.type == "cuda": budget = 0.7 * torch.cuda.mem_get_info(d.device)[0]
+def auto_batch_size(trainer: FoldTrainer, probe, cross_sections: int) -> tuple[int, str]:
+    """Cross-sections per rank per micro-batch that fit (see above), and a sentence saying why. `probe(n)` is a
+    micro-batch of `n` cross-sections (a block of n positions in sequence sampling) on this rank's device."""
+    job, tc = trainer.job, trainer.tc
+    small, large = activation_bytes(trainer, probe(4)), activation_bytes(trainer, probe(8))
+    per_xs = max(1.0, (large - small) / 4)
+    fixed = max(0.0, small - 4 * per_xs)                                # a block's context, paid once per micro-batch
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", job.world))
+    if job.device.type == "cuda": budget = 0.7 * torch.cuda.mem_get_info(job.device)[0]
     else: budget = 0.25 * psutil.virtual_memory().available / local
-    cap = max(1, cross_sections // (d.world * tc.grad_accum * 20))
-    G = 2 ** int(math.log2(max(1, min(budget // per_xs, cap))))
-    while d.device.type == "cuda" and G > 1:
+    cap = max(1, cross_sections // (job.world * tc.grad_accum * 20))
+    size = 2 ** int(math.log2(max(1, min((budget - fixed) // per_xs, cap))))
+    while job.device.type == "cuda" and size > 1:
         try:
-            b = _repeat(probe, G)
-            ft.model.train()
-            with ft.autocast(): loss = ft.loss_fn(ft.model(b.x, sid=b.sid).float(), b.y, b.group, b.weight)[0]
-            loss.backward(); ft.model.zero_grad(set_to_none=True)
+            trainer.model.train()
+            trainer.loss(probe(size), trainer.model)[0].backward(); trainer.model.zero_grad(set_to_none=True)
             break
         except torch.cuda.OutOfMemoryError:
-            ft.model.zero_grad(set_to_none=True); torch.cuda.empty_cache(); G //= 2
-    t = torch.tensor([G], device=d.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    G = int(t.item())
-    why = (f"trainer.batch_size=auto: {G} cross-sections per rank per micro-batch = global batch_size "
-           f"{G * d.world * tc.grad_accum} ({per_xs / 2**20:.1f} MiB of activations per cross-section, "
-           f"budget {budget / 2**30:.1f} GiB per rank, cap {cap} for >= 20 steps per epoch)")
-    return G, why
+            trainer.model.zero_grad(set_to_none=True); torch.cuda.empty_cache(); size //= 2
+    agreed = torch.tensor([size], device=job.device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    size = int(agreed.item())
+    why = (f"trainer.batch_size=auto: {size} cross-sections per rank per micro-batch = global batch_size "
+           f"{size * job.world * tc.grad_accum} ({per_xs / 2**20:.2f} MiB of activations per cross-section + "
+           f"{fixed / 2**20:.1f} MiB per micro-batch, budget {budget / 2**30:.1f} GiB per rank, cap {cap} for >= 20 steps per epoch)")
+    return size, why
 
 def per_rank_batch(cfg: Config, world: int) -> int:
     "Cross-sections per rank per micro-batch for a fixed `trainer.batch_size`."
     tc = cfg.trainer
-    G, r = divmod(tc.batch_size, world * tc.grad_accum)
-    if G < 1 or r:
+    per_rank, rest = divmod(tc.batch_size, world * tc.grad_accum)
+    if per_rank < 1 or rest:
         raise ConfigError(f"`trainer.batch_size` = {tc.batch_size} must be a positive multiple of processes x "
                           f"trainer.grad_accum = {world} x {tc.grad_accum}")
-    return G
+    return per_rank
 
 # %% ../nbs/07_trainer.ipynb #e6842ef3
 RUN_FILES = ("checkpoints", "metrics.jsonl", "heartbeat.json", "tb", "ic_snapshots", "predictions.parquet",
@@ -512,10 +418,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 # %% ../nbs/07_trainer.ipynb #593be196
 @contextlib.contextmanager
-def writing(cfg: Config, d: Dist, fresh: bool):
+def writing(cfg: Config, job: Dist, fresh: bool):
     "Hold `cfg.run_dir` for this job (rank 0 takes the locks), prepare it and make sure the data is there; release at the end."
     from factor_forecasting.synthetic import ensure_dataset
-    ours = all_sum([float(held_for_me(cfg.run_dir))], d)[0] > 0        # some rank's launcher holds run.lock for this job
+    ours = all_sum([float(held_for_me(cfg.run_dir))], job)[0] > 0        # some rank's launcher holds run.lock for this job
     def take() -> list:
         locks = []
         try:
@@ -527,7 +433,7 @@ def writing(cfg: Config, d: Dist, fresh: bool):
             for lock in locks: lock.release()
             raise
         return locks
-    locks = on_rank0(take, d) or []
+    locks = on_rank0(take, job) or []
     try: yield
     finally:
         for lock in locks: lock.release()
@@ -551,10 +457,10 @@ def file_change(path, recorded: dict) -> str | None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now["mtime_ns"] / 1e9))
     return f"changed (modified {when}, {recorded['size']} -> {now['size']} bytes)"
 
-def fold_paths(fold: Fold, panel, seq_len: int) -> list[Path]:
-    "The day files `fold` reads (`rolling.days_read`)."
+def fold_paths(fold: Fold, panel, context: int) -> list[Path]:
+    "The day files `fold` reads (`rolling.days_read` with the model's context)."
     scans = panel.scan.days
-    return [scans[panel.pos[day]].path for day in days_read(fold, panel.dates, [len(s.times) for s in scans], seq_len)]
+    return [scans[panel.pos[day]].path for day in days_read(fold, panel.dates, [len(s.times) for s in scans], context)]
 
 def universe_digest(panel) -> str:
     "SHA-256 of the panel's sorted stock ids (the index `model.stock_embedding` rows follow)."
@@ -566,11 +472,11 @@ def known_fingerprints(ckpt_dir) -> dict:
     for p in sorted(Path(ckpt_dir).glob("fold*.json")): known.update(json.loads(p.read_text())["files"])
     return known
 
-def fold_record(fold: Fold, panel, cfg: Config, world: int, G: int, known: dict) -> dict:
+def fold_record(fold: Fold, panel, cfg: Config, world: int, cross_sections_per_batch: int, known: dict) -> dict:
     "What `fold` reads (days, file fingerprints, the stock universe), and the batch layout it trains with."
     return {"fold": fold.index, "train": list(fold.train), "valid": list(fold.valid), "test": list(fold.test),
-            "files": {p.name: file_fingerprint(p, known.get(p.name)) for p in fold_paths(fold, panel, cfg.data.seq_len)},
-            "universe": universe_digest(panel), "world_size": world, "cross_sections_per_batch": G}
+            "files": {p.name: file_fingerprint(p, known.get(p.name)) for p in fold_paths(fold, panel, model_context(cfg))},
+            "universe": universe_digest(panel), "world_size": world, "cross_sections_per_batch": cross_sections_per_batch}
 
 # %% ../nbs/07_trainer.ipynb #50be7d87
 @dataclass
@@ -597,7 +503,7 @@ def plan_folds(folds: list[Fold], panel, cfg: Config, restart_fold: bool = False
             break
         r = json.loads(path.read_text())
         if ([r["train"], r["valid"], r["test"]] != [list(f.train), list(f.valid), list(f.test)]
-                or sorted(r["files"]) != sorted(p.name for p in fold_paths(f, panel, cfg.data.seq_len))):
+                or sorted(r["files"]) != sorted(p.name for p in fold_paths(f, panel, model_context(cfg)))):
             notes.append(f"fold {f.index}: its days changed (test {_span(r['test'])} -> {_span(f.test)}): it runs again")
             break
         if not done and restart_fold:
@@ -630,75 +536,51 @@ def plan_folds(folds: list[Fold], panel, cfg: Config, restart_fold: bool = False
 def _fold_seed(cfg: Config, fold: int, *more) -> int:
     return int(np.random.SeedSequence([cfg.run.seed, fold, *more]).generate_state(1)[0])
 
-def save_latest(ft: FoldTrainer, pos: Position, G: int, ckpt_dir: Path) -> None:
+def save_latest(trainer: FoldTrainer, pos: Position, cross_sections_per_batch: int, ckpt_dir: Path) -> None:
     "Checkpoint the fold's full training state (every rank's RNG gathered to rank 0)."
-    rngs = [None] * ft.d.world
+    rngs = [None] * trainer.job.world
     dist.all_gather_object(rngs, rng_state())
-    if ft.d.main:
-        save_checkpoint({"version": 1, "position": vars(pos).copy(), **ft.state_dict(), "rng": rngs,
-                         "world_size": ft.d.world, "cross_sections_per_batch": G}, ckpt_dir / "latest.pt")
+    if trainer.job.main:
+        save_checkpoint({"version": 1, "position": vars(pos).copy(), **trainer.state_dict(), "rng": rngs,
+                         "world_size": trainer.job.world, "cross_sections_per_batch": cross_sections_per_batch},
+                        ckpt_dir / "latest.pt")
 
-def train_fold(ft: FoldTrainer, pos: Position, train_ds, valid_ds, G: int, ckpt_dir: Path, tele: Telemetry,
-               folds: int, steps_before: int) -> Position:
+def _epoch(train_ds, pos: Position, grad_accum: int):
+    "The loader's batches from `pos` on: a resumed epoch skips its taken steps without reading them."
+    skip = pos.step_in_epoch * grad_accum
+    train_ds.set_epoch(pos.epoch, skip=skip)
+    batches = _batches(train_ds)
+    for _ in range(skip): next(batches)
+    return batches
+
+def train_fold(trainer: FoldTrainer, pos: Position, train_ds, valid_ds, ckpt_dir: Path, tele, steps_before: int) -> Position:
     "Train until patience or epochs run out, resuming at `pos`; the best weights end in checkpoints/best.pt. `Stopped` on request."
-    cfg, tc, d = ft.cfg, ft.tc, ft.d
+    tc, job = trainer.tc, trainer.job
     steps_per_epoch = len(train_ds) // tc.grad_accum
-    t_log, n_log = time.time(), 0.0
     with STOP.deferred():                                      # SIGTERM/SIGINT: noted, acted on after the step
         while not pos.done:
-            skip = pos.step_in_epoch * tc.grad_accum                  # resume mid-epoch: the taken steps come as None
-            train_ds.set_epoch(pos.epoch, skip=skip)
-            batches = _batches(train_ds)
-            for _ in range(skip): next(batches)
-            while pos.step_in_epoch < steps_per_epoch:
-                micro = [next(batches).to(d.device, non_blocking=True) for _ in range(tc.grad_accum)]
-                out = ft.step(micro)
-                pos.step += 1; pos.step_in_epoch += 1
-                if out["skipped"]:
-                    pos.nonfinite += 1; pos.nonfinite_total += 1
-                    tele.event(pos.fold, pos.epoch, pos.step, f"non-finite loss: step {pos.step} of fold {pos.fold} skipped "
-                               f"({pos.nonfinite} in a row, {pos.nonfinite_total} in this fold)")
-                    if pos.nonfinite >= tc.max_nonfinite_steps:
-                        raise TrainingDiverged(f"{pos.nonfinite} consecutive non-finite losses (trainer.max_nonfinite_steps = "
-                                               f"{tc.max_nonfinite_steps}) in fold {pos.fold} at step {pos.step}: lower trainer.lr, "
-                                               "check the data for extreme values, or use trainer.precision=fp32")
-                else: pos.nonfinite = 0
-                n_log += out["samples"]
-                if d.main and len(ft.last[1]): tele.recent.append((ft.last[0].float(), ft.last[1].y_raw, ft.last[1].group))
-                tele.progress(pos.fold, folds, pos.epoch, pos.step, steps_before + pos.step, loss=out["loss"])
-                if pos.step % tc.log_every_steps == 0:
-                    rate = n_log / (time.time() - t_log)
-                    t_log, n_log = time.time(), 0.0
-                    tele.progress(pos.fold, folds, pos.epoch, pos.step, steps_before + pos.step, samples_per_s=rate)
-                    if d.main:
-                        comps = {k: float(v) for k, v in ft.last[2].items()}
-                        tele.record("train", pos.fold, pos.epoch, pos.step, loss=out["loss"], lr=ft.sched.get_last_lr()[0],
-                                    samples_per_s=rate, grad_norm=out["grad_norm"], skipped=pos.nonfinite_total, **comps)
-                        if not tele.tty:
-                            log.info("fold %d/%d epoch %d step %d/%d: loss %.4f, %.0f samples/s", pos.fold + 1, folds, pos.epoch,
-                                     pos.step_in_epoch, steps_per_epoch, out["loss"], rate)
-                epoch_end = pos.step_in_epoch == steps_per_epoch
-                if epoch_end: pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+            batches = _epoch(train_ds, pos, tc.grad_accum)
+            epoch_end = False
+            while not (epoch_end or pos.done):
+                result = trainer.step([next(batches).to(job.device, non_blocking=True) for _ in range(tc.grad_accum)])
+                epoch_end = pos.count_step(result.skipped, steps_per_epoch)
+                tele.step(pos, result, steps_before, steps_per_epoch)
+                if pos.nonfinite >= tc.max_nonfinite_steps:
+                    raise TrainingDiverged(f"{pos.nonfinite} consecutive non-finite losses (trainer.max_nonfinite_steps = "
+                                           f"{tc.max_nonfinite_steps}) in fold {pos.fold} at step {pos.step}: lower trainer.lr, "
+                                           "check the data for extreme values, or use trainer.precision=fp32")
                 out_of_epochs = pos.epoch >= tc.epochs
-                evaluate_now = out_of_epochs or ((pos.step % tc.eval_every_steps == 0) if tc.eval_every_steps else epoch_end)
+                evaluate_now = out_of_epochs or (pos.step % tc.eval_every_steps == 0 if tc.eval_every_steps else epoch_end)
                 if evaluate_now:
-                    res = evaluate(ft, valid_ds)
-                    score = res["valid_rank_ic"] if math.isfinite(res["valid_rank_ic"]) else -math.inf
-                    if pos.best_step < 0 or score > pos.best:
-                        pos.best, pos.best_step, pos.bad_evals = score, pos.step, 0
-                        if d.main: save_checkpoint({"fold": pos.fold, "step": pos.step, "score": score,
-                                                    "model": ft.model.state_dict()}, ckpt_dir / "best.pt")
-                    else: pos.bad_evals += 1
-                    pos.done = pos.bad_evals >= tc.patience
-                    tele.last_valid = res
-                    tele.hb["valid_rank_ic"] = {t: res[f"valid_rank_ic/{t}"] for t in ft.targets}
-                    tele.record("eval", pos.fold, pos.epoch, pos.step, best=pos.best, bad_evals=pos.bad_evals, **res)
+                    res = evaluate(trainer, valid_ds)
+                    if pos.count_evaluation(res["valid_rank_ic"], tc.patience) and job.main:
+                        save_checkpoint({"fold": pos.fold, "step": pos.step, "score": pos.best,
+                                         "model": trainer.model.state_dict()}, ckpt_dir / "best.pt")
+                    tele.evaluation(pos, res)
                 pos.done = pos.done or out_of_epochs
-                if evaluate_now or pos.done or out["stop"] or pos.step % tc.checkpoint_every_steps == 0:
-                    save_latest(ft, pos, G, ckpt_dir)
-                if out["stop"]: raise Stopped(STOP.signum, f"fold {pos.fold} step {pos.step}")
-                if tele.snapshot_due(): tele.write_snapshot(pos.fold, pos.epoch, pos.step, ft.targets)
-                if pos.done or epoch_end: break
+                if evaluate_now or pos.done or result.stop or pos.step % tc.checkpoint_every_steps == 0:
+                    save_latest(trainer, pos, train_ds.G, ckpt_dir)
+                if result.stop: raise Stopped(STOP.signum, f"fold {pos.fold} step {pos.step}")
     return pos
 
 # %% ../nbs/07_trainer.ipynb #34b44f60
@@ -711,48 +593,54 @@ def _fold_summary(df: pd.DataFrame, cfg: Config) -> dict:
             out[f"{split}_rank_ic/{t}"] = float(daily_ic(fr)["rank_ic"].mean())
     return out
 
-def _datasets(cfg: Config, d: Dist, fold: Fold, G: int):
+def _datasets(cfg: Config, job: Dist, fold: Fold, cross_sections_per_batch: int):
     from factor_forecasting.loader import PanelDataset
-    dev = d.device if cfg.data.num_workers == 0 else "cpu"
-    mk = lambda days, train: PanelDataset(cfg, days, rank=d.rank, world_size=d.world, train=train,
-                                          cross_sections_per_batch=G, device=dev, seed=_fold_seed(cfg, fold.index))
-    return mk(fold.train, True), {s: mk(getattr(fold, s), False) for s in ("train", "valid", "test")}
+    device = job.device if cfg.data.num_workers == 0 else "cpu"
+    make = lambda days, train: PanelDataset(cfg, days, rank=job.rank, world_size=job.world, train=train, device=device,
+                                            cross_sections_per_batch=cross_sections_per_batch, seed=_fold_seed(cfg, fold.index))
+    return make(fold.train, True), {s: make(getattr(fold, s), False) for s in ("train", "valid", "test")}
 
-def run_fold(cfg: Config, d: Dist, fold: Fold, folds: int, G: int, latest: dict | None, tele: Telemetry,
-             steps_before: int, meta: dict) -> pd.DataFrame | None:
-    "Train (or resume) one fold and return its predictions (rank 0; None elsewhere)."
+def _fold_trainer(cfg: Config, job: Dist, fold: Fold, train_ds, latest: dict | None, tele) -> tuple[FoldTrainer, Position]:
+    "The fold's model and optimizer, resumed from `latest` when it holds this fold, else fresh (recorded and checkpointed)."
     from factor_forecasting.model import build_model
-    ckpt_dir = cfg.run_dir / "checkpoints"
-    train_ds, infer = _datasets(cfg, d, fold, G)
+    ckpt_dir, steps_per_epoch = cfg.run_dir / "checkpoints", len(train_ds) // cfg.trainer.grad_accum
     seed_everything(_fold_seed(cfg, fold.index))
-    model = build_model(cfg, meta["n_features"], meta["n_stocks"])
-    ft = FoldTrainer(cfg, d, model, total_steps=cfg.trainer.epochs * (len(train_ds) // cfg.trainer.grad_accum))
+    model = build_model(cfg, len(train_ds.columns.features), len(train_ds.universe))
+    trainer = FoldTrainer(cfg, job, model, total_steps=cfg.trainer.epochs * steps_per_epoch)
     if latest is not None and latest["position"]["fold"] == fold.index:
-        ft.load_state_dict(latest)
+        trainer.load_state_dict(latest)
         pos = Position(**latest["position"])
-        set_rng_state(latest["rng"][d.rank])
+        set_rng_state(latest["rng"][job.rank])
         tele.event(fold.index, pos.epoch, pos.step, f"fold {fold.index}: resumed at epoch {pos.epoch}, step {pos.step}")
-    else:
-        if d.main:
-            with atomic_target(ckpt_dir / f"fold{fold.index:03d}.json") as tmp:
-                tmp.write_text(json.dumps(fold_record(fold, train_ds.panel, cfg, d.world, G, known_fingerprints(ckpt_dir))))
-        if cfg.rolling.warm_start and fold.index > 0:
-            ft.model.load_state_dict(load_checkpoint(ckpt_dir / f"fold{fold.index - 1:03d}.pt", d.device)["model"])
-        torch.manual_seed(_fold_seed(cfg, fold.index, d.rank))                   # this rank's dropout stream
-        pos = Position(fold=fold.index)
-        save_latest(ft, pos, G, ckpt_dir)
-        tele.event(fold.index, 0, 0, f"fold {fold.index}: {fold!r}, {len(train_ds) // cfg.trainer.grad_accum} steps per epoch")
-    pos = train_fold(ft, pos, train_ds, infer["valid"], G, ckpt_dir, tele, folds, steps_before)
-    if all_sum([float(STOP.signum != 0)], d)[0]:                     # asked to stop after the last step (and: best.pt is complete)
+        return trainer, pos
+    if job.main:
+        with atomic_target(ckpt_dir / f"fold{fold.index:03d}.json") as tmp:
+            tmp.write_text(json.dumps(fold_record(fold, train_ds.panel, cfg, job.world, train_ds.G, known_fingerprints(ckpt_dir))))
+    if cfg.rolling.warm_start and fold.index > 0:
+        trainer.model.load_state_dict(load_checkpoint(ckpt_dir / f"fold{fold.index - 1:03d}.pt", job.device)["model"])
+    torch.manual_seed(_fold_seed(cfg, fold.index, job.rank))                   # this rank's dropout stream
+    pos = Position(fold=fold.index)
+    save_latest(trainer, pos, train_ds.G, ckpt_dir)
+    tele.event(fold.index, 0, 0, f"fold {fold.index}: {fold!r}, {steps_per_epoch} steps per epoch")
+    return trainer, pos
+
+def run_fold(cfg: Config, job: Dist, fold: Fold, cross_sections_per_batch: int, latest: dict | None, tele,
+             steps_before: int) -> pd.DataFrame | None:
+    "Train (or resume) one fold and return its predictions (rank 0; None elsewhere)."
+    ckpt_dir = cfg.run_dir / "checkpoints"
+    train_ds, infer = _datasets(cfg, job, fold, cross_sections_per_batch)
+    trainer, pos = _fold_trainer(cfg, job, fold, train_ds, latest, tele)
+    pos = train_fold(trainer, pos, train_ds, infer["valid"], ckpt_dir, tele, steps_before)
+    if all_sum([float(STOP.signum != 0)], job)[0]:                   # asked to stop after the last step (and: best.pt is complete)
         raise Stopped(STOP.signum, f"fold {fold.index} step {pos.step}")
-    best = load_checkpoint(ckpt_dir / "best.pt", d.device)
+    best = load_checkpoint(ckpt_dir / "best.pt", job.device)
     if not math.isfinite(best["score"]):                             # every rank read the same file: all raise together
         raise TrainingDiverged(f"fold {fold.index}: no evaluation gave a finite validation RankIC (every prediction non-finite "
                                f"or constant, or no validation cross-section of loss.min_stocks = {cfg.loss.min_stocks} stocks); "
                                "its predictions would be meaningless: lower trainer.lr, check the data, or use trainer.precision=fp32")
-    ft.model.load_state_dict(best["model"])
-    parts = {s: predict(ft, ds, train_ds.universe) for s, ds in infer.items()}
-    if not d.main: return None
+    trainer.model.load_state_dict(best["model"])
+    parts = {s: predict(trainer, ds, train_ds.universe) for s, ds in infer.items()}
+    if not job.main: return None
     df = pd.concat([p.assign(fold=np.int64(fold.index), split=s) for s, p in parts.items()], ignore_index=True)
     cols = ["date", "time", "sid", "fold", "split"] + [c for c in df.columns if c not in ("date", "time", "sid", "fold", "split")]
     df = df[cols].sort_values(["date", "time", "sid"], kind="stable", ignore_index=True)
@@ -776,51 +664,55 @@ def _folds(ix: list[int]) -> str:
 def run(cfg: Config, fresh: bool = False, restart_fold: bool = False) -> Path:
     """Train every walk-forward fold of `cfg` (this process's part of it) and write the run directory. `restart_fold`:
     discard the fold in progress (its checkpoint may be unreadable) and train it from its start."""
-    d = init_distributed(cfg.trainer.device)
-    setup_logging(cfg.run.log_level, d.rank)
+    job = init_distributed(cfg.trainer.device)
+    setup_logging(cfg.run.log_level, job.rank)
     first_start = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0    # a torchrun restart resumes, whatever the flags
-    with writing(cfg, d, fresh):
-        return _walk_forward(cfg, d, restart_fold and first_start)
+    with writing(cfg, job, fresh):
+        return _walk_forward(cfg, job, restart_fold and first_start)
 
-def _walk_forward(cfg: Config, d: Dist, restart_fold: bool) -> Path:
+def _batch_size(cfg: Config, job: Dist, panel, fold: Fold, latest: dict | None, plan: FoldPlan) -> tuple[int, str]:
+    "Cross-sections per rank per micro-batch: as the run trained so far (checkpoint, else fold records), else fixed or probed."
+    from factor_forecasting.loader import PanelDataset
+    from factor_forecasting.model import build_model
+    trained = ((latest["world_size"], latest["cross_sections_per_batch"], "from the checkpoint") if latest is not None
+               else (*plan.batch, "from the fold records") if plan.batch else None)
+    if trained is not None and trained[0] != job.world:
+        raise InputError(f"{cfg.run_dir} was trained by {trained[0]} processes, this run has {job.world}: "
+                         "resume with the same number of processes, or start over with --fresh")
+    if trained is not None: return trained[1:]
+    if cfg.trainer.batch_size != "auto": return per_rank_batch(cfg, job.world), "from trainer.batch_size"
+    probe = lambda n: next(iter(PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel,
+                                             cross_sections_per_batch=n))).to(job.device)
+    trainer = FoldTrainer(cfg, job, build_model(cfg, len(panel.columns.features), len(panel.universe)), 1)
+    counts = PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel, cross_sections_per_batch=1).n_xs
+    return auto_batch_size(trainer, probe, int(counts.sum()))
+
+def _walk_forward(cfg: Config, job: Dist, restart_fold: bool) -> Path:
     from factor_forecasting.loader import PanelDataset, open_panel
     ckpt_dir = cfg.run_dir / "checkpoints"
     panel = open_panel(cfg.data)
     folds = make_folds(panel.dates, cfg.rolling, horizon_days(cfg.data.targets, cfg.rolling))
-    meta = {"n_features": len(panel.columns.features), "n_stocks": len(panel.universe)}
-    plan = on_rank0(lambda: plan_folds(folds, panel, cfg, restart_fold), d, share=True)
+    plan = on_rank0(lambda: plan_folds(folds, panel, cfg, restart_fold), job, share=True)
     latest = None
     if plan.run and (ckpt_dir / "latest.pt").exists() and not restart_fold:
         at = f"fold {plan.run[0]}"
         latest = load_checkpoint(ckpt_dir / "latest.pt", hint=f"it holds the progress of {at}: rerun with --restart-fold to retrain "
                                  f"{at} from its start (finished folds are kept), or --fresh to start over")
-    # the batch size: as the run trained so far (checkpoint, else fold records), else fixed or probed once on the first fold
-    trained = ((latest["world_size"], latest["cross_sections_per_batch"], "from the checkpoint") if latest is not None
-               else (*plan.batch, "from the fold records") if plan.batch else None)
-    if trained is not None and trained[0] != d.world:
-        raise InputError(f"{cfg.run_dir} was trained by {trained[0]} processes, this run has {d.world}: "
-                         "resume with the same number of processes, or start over with --fresh")
-    if trained is not None: G, why = trained[1:]
-    elif cfg.trainer.batch_size != "auto": G, why = per_rank_batch(cfg, d.world), "from trainer.batch_size"
-    else:
-        from factor_forecasting.model import build_model
-        probe_ds = PanelDataset(cfg, folds[0].train, rank=d.rank, world_size=d.world, cross_sections_per_batch=1)
-        ft = FoldTrainer(cfg, d, build_model(cfg, meta["n_features"], meta["n_stocks"]), 1)
-        G, why = auto_batch_size(ft, next(iter(probe_ds)).to(d.device), int(probe_ds.n_xs.sum()))
-        del ft, probe_ds
-    steps = [cfg.trainer.epochs * (len(PanelDataset(cfg, f.train, rank=d.rank, world_size=d.world, cross_sections_per_batch=G))
-                                   // cfg.trainer.grad_accum) for f in folds]
+    per_rank, why = _batch_size(cfg, job, panel, folds[0], latest, plan)
+    steps = [cfg.trainer.epochs * (len(PanelDataset(cfg, f.train, rank=job.rank, world_size=job.world, panel=panel,
+                                                    cross_sections_per_batch=per_rank)) // cfg.trainer.grad_accum) for f in folds]
     if min(steps) < 1:
         raise InputError(f"a fold has fewer micro-batches per epoch than trainer.grad_accum = {cfg.trainer.grad_accum}: "
                          "lower trainer.batch_size or grad_accum, or use more train days")
     todo = [folds[i] for i in plan.run]
     resume = latest if plan.resume else None
     resumed = resume["position"]["step"] if resume is not None and resume["position"]["fold"] == todo[0].index else 0
-    tele = Telemetry(cfg, d, sum(steps), sum(steps[:todo[0].index] if todo else steps) + resumed)
-    tele.hb["folds"] = len(folds)
+    tele = Telemetry(cfg, job.main, job.world, job.device, sum(steps), sum(steps[:todo[0].index] if todo else steps) + resumed,
+                     folds=len(folds))
     tele.event(0, 0, 0, f"{'resuming' if latest is not None or plan.keep else 'starting'} {cfg.run_dir}: {len(folds)} folds, "
-               f"{d.world} process(es) on {d.device}, {G} cross-sections per rank per micro-batch ({why})",
-               world_size=d.world, cross_sections_per_batch=G, global_batch_size=G * d.world * cfg.trainer.grad_accum)
+               f"{job.world} process(es) on {job.device}, {cfg.data.sampling} sampling (context {model_context(cfg)} snapshots), "
+               f"{per_rank} cross-sections per rank per micro-batch ({why})", world_size=job.world, sampling=cfg.data.sampling,
+               cross_sections_per_batch=per_rank, global_batch_size=per_rank * job.world * cfg.trainer.grad_accum)
     if plan.keep or plan.notes:
         tele.event(0, 0, 0, f"keeping {_folds(plan.keep)} (finished, same days and files), running {_folds(plan.run)}"
                    + "".join(f"; {n}" for n in plan.notes), kept=plan.keep, running=plan.run)
@@ -829,11 +721,11 @@ def _walk_forward(cfg: Config, d: Dist, restart_fold: bool) -> Path:
         # training step's flags or the check after training; raising at once would leave the other ranks in a collective
         with STOP.deferred():
             for f in todo:
-                df = run_fold(cfg, d, f, len(folds), G, resume, tele, sum(steps[:f.index]), meta)
-                on_rank0(lambda: finish_fold(cfg, f, df), d)
-                if all_sum([float(STOP.signum != 0)], d)[0]:          # noted during its predictions: the fold is kept
+                df = run_fold(cfg, job, f, per_rank, resume, tele, sum(steps[:f.index]))
+                on_rank0(lambda: finish_fold(cfg, f, df), job)
+                if all_sum([float(STOP.signum != 0)], job)[0]:          # noted during its predictions: the fold is kept
                     raise Stopped(STOP.signum, f"fold {f.index} (its predictions written)")
-        if d.main:
+        if job.main:
             df = pd.concat([pd.read_parquet(ckpt_dir / f"fold{f.index:03d}.parquet") for f in folds], ignore_index=True)
             with atomic_target(cfg.run_dir / "predictions.parquet") as tmp: df.to_parquet(tmp, index=False)
             tele.event(len(folds) - 1, 0, 0, f"finished: {len(df)} predictions in {cfg.run_dir / 'predictions.parquet'}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from factor_forecasting.compare import COMPARE_PAGE, SWEEP_INDEX, render_compare
-from factor_forecasting.report import write_example_run
+from support import write_example_run
 
 CHROMIUM = "/usr/bin/chromium"
 FF = str(Path(sys.executable).parent / "ff")

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support import write_panel
+
 FF = str(Path(sys.executable).parent / "ff")
 
 
@@ -41,15 +43,9 @@ def test_mistyped_data_path_is_an_error_not_a_fake_market(tmp_path):
 
 
 def test_data_check_flags_a_leak_and_synth_help_states_limits(tmp_path):
-    import numpy as np
-    import pandas as pd
-    rng = np.random.default_rng(0)
-    for date in (20200102, 20200103):
-        df = pd.DataFrame({"date": np.int32(date), "time": np.int32(93000), "sid": np.arange(30), "f": rng.standard_normal(30)})
-        for t in ("intra30m", "nextT1d", "ema1d"):
-            df[t] = rng.standard_normal(30)
-        df["fwd"] = df["ema1d"] * 2 + 0.01 * rng.standard_normal(30)
-        df.to_parquet(tmp_path / f"{date}.parquet", index=False)
+    def forward_copy(df, date, rng):                  # a feature that is a noisy copy of a target
+        return df.assign(fwd=df.ema1d * 2 + 0.01 * rng.standard_normal(len(df)))
+    write_panel(tmp_path, (20200102, 20200103), stocks=30, edit=forward_copy)
     res = ff("data", "check", str(tmp_path))
     assert res.returncode == 1, res.stderr
     assert "feature list    f, fwd\n" in res.stdout

@@ -1,7 +1,9 @@
-"""End-to-end: the loader under a real `torchrun --nproc_per_node=2` (gloo), 2 DataLoader workers per rank.
+"""End-to-end: the loader under a real `torchrun --nproc_per_node=2` (gloo), 2 DataLoader workers per rank, for both
+samplings (sequence: blocks; window: batches of windows).
 
-Every valid sample of the epoch appears exactly once across ranks x workers, and both ranks run the same number of
-steps (checked inside the run with an all_reduce, and again here from what each rank wrote)."""
+Every valid sample of the epoch appears exactly once across ranks x workers (a block's loss rows, a batch's rows),
+and both ranks run the same number of steps (checked inside the run with an all_reduce, and again here from what
+each rank wrote)."""
 import json
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
@@ -20,11 +23,13 @@ from factor_forecasting.loader import PanelDataset, make_loader
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
-cfg = config_from_dict({"data": {"path": sys.argv[1], "seq_len": 5, "num_workers": 2}, "trainer": {"batch_size": 4}})
-ds = PanelDataset(cfg, rank=rank, world_size=world, train=True)
+cfg = config_from_dict({"data": {"path": sys.argv[1], "seq_len": 5, "num_workers": 2, "sampling": sys.argv[3]},
+                        "trainer": {"batch_size": 4}})
+ds = PanelDataset(cfg, rank=rank, world_size=world, train=True, context=5)     # the loader's test: not the model's context
 ds.set_epoch(1)
 keys, steps = [], 0
 for b in make_loader(ds):
+    assert type(b).__name__ == {"sequence": "Block", "window": "Batch"}[sys.argv[3]], type(b)
     steps += 1
     keys += [[int(d), int(t), str(s)] for d, t, s in zip(b.date, b.time, ds.universe.ids_of(b.sid))]
 counts = torch.tensor([steps, ds.steps_per_epoch])
@@ -50,13 +55,14 @@ def _panel(d: Path, n=12, days=7, times=(93000, 100000, 103000)):
     return sorted(zip(df.date.astype(int), df.time.astype(int), df.sid))
 
 
-def test_torchrun_two_ranks_two_workers_exactly_once(tmp_path):
+@pytest.mark.parametrize("sampling", ["sequence", "window"])
+def test_torchrun_two_ranks_two_workers_exactly_once(tmp_path, sampling):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir(); out.mkdir()
     expected = _panel(data)
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    res = subprocess.run([TORCHRUN, "--standalone", "--nnodes=1", "--nproc_per_node=2", str(script), str(data), str(out)],
+    res = subprocess.run([TORCHRUN, "--standalone", "--nnodes=1", "--nproc_per_node=2", str(script), str(data), str(out), sampling],
                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-5000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]

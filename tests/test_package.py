@@ -13,6 +13,9 @@ BIN = Path(sys.executable).parent
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "outputs", "build", "dist", "*.egg-info", "__pycache__", "_docs",
                                     "_proc", ".ipynb_checkpoints")
 TCP_WARNING = "without encryption"
+# a fabricated run directory from tests/support.py (the package ships no fixtures), by a python that may not see tests/
+WRITE_EXAMPLE_RUN = (f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); "
+                     "from support import write_example_run; write_example_run(sys.argv[1])")
 
 
 def _run(cmd, cwd, env=None, timeout=300):
@@ -47,7 +50,7 @@ def test_wheel_renders_a_report_outside_the_checkout(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JUPYTER_PATH")}
     where = _run([python, "-c", "import factor_forecasting; print(factor_forecasting.__file__)"], work, env).stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "env"), where
-    _run([python, "-c", "from factor_forecasting.report import write_example_run; write_example_run('run')"], work, env)
+    _run([python, "-c", WRITE_EXAMPLE_RUN, "run"], work, env)
     res = _run([tmp_path / "env" / "bin" / "ff", "report", "run"], work, env)
     assert (work / "run" / "ic_report.html").stat().st_size > 10_000, res.stdout
     assert TCP_WARNING not in res.stderr, res.stderr
@@ -63,7 +66,7 @@ def test_wheel_renders_a_report_outside_the_checkout(tmp_path):
 def test_report_kernel_prints_no_transport_warning(tmp_path):
     """ipykernel warns on every start over TCP without CurveZMQ keys (pipeline kernels use IPC sockets); a good run's
     kernel says nothing else either (jupyter_client interrupts it before shutdown; nbconvert counts images without alt text)."""
-    _run([sys.executable, "-c", f"from factor_forecasting.report import write_example_run; write_example_run({str(tmp_path / 'run')!r})"], tmp_path)
+    _run([sys.executable, "-c", WRITE_EXAMPLE_RUN, tmp_path / "run"], tmp_path)
     res = _run([BIN / "ff", "report", tmp_path / "run"], tmp_path)
     assert TCP_WARNING not in res.stderr, res.stderr
     assert "KeyboardInterrupt" not in res.stderr and "Alternative text" not in res.stderr, res.stderr

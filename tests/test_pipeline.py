@@ -4,7 +4,6 @@ Small on purpose (a tiny synthetic panel, two folds, short epochs): these check 
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import psutil
 
 from factor_forecasting.run_lock import lock_job
 from factor_forecasting.synthetic import write_synthetic
-from tiny_run import write_tiny
+from support import write_tiny
 
 FF = str(Path(sys.executable).parent / "ff")
 

@@ -61,8 +61,8 @@ def test_today_on_top_of_history_gets_the_full_panels_predictions(tiny):
     assert got[KEYS].to_numpy().tolist() == want[KEYS].to_numpy().tolist()
     np.testing.assert_allclose(got[PREDS].to_numpy(), want[PREDS].to_numpy(), atol=1e-5)
     lacking = int((~want.full_history).sum())
-    assert res.stdout.strip() == (f"predictions: {len(want)} rows for 1 day, 2 history days {days[-3]}..{days[-2]}; {lacking} "
-                                  f"{'row lacks' if lacking == 1 else 'rows lack'} full history (seq_len 4): flagged in "
+    assert res.stdout.strip() == (f"predictions: {len(want)} rows for 1 day, 4 history days {days[-5]}..{days[-2]}; {lacking} "
+                                  f"{'row lacks' if lacking == 1 else 'rows lack'} full history (context 8): flagged in "
                                   f"full_history -> {d / 'today.csv'}")
 
 
@@ -71,9 +71,9 @@ def test_without_history_every_row_is_flagged_and_counted(tiny):
     res = ff("predict", run_dir, "--data", d / "today", "--history", d / "today", "--out", d / "alone.pq")
     assert res.returncode == 0, res.stderr
     got = pd.read_parquet(d / "alone.pq")
-    assert not got.full_history.any() and got.history.max() == 2           # the day's own 2 snapshots of a 4-snapshot window
+    assert not got.full_history.any() and got.history.max() == 2           # the day's own 2 snapshots of an 8-snapshot context
     assert res.stdout.strip() == (f"predictions: {len(got)} rows for 1 day, no history days; {len(got)} rows lack full "
-                                  f"history (seq_len 4): flagged in full_history -> {d / 'alone.pq'}")
+                                  f"history (context 8): flagged in full_history -> {d / 'alone.pq'}")
 
 
 def test_bad_suffix_is_one_line_before_any_work(tiny):

@@ -1,27 +1,17 @@
 """End-to-end: `render_report` / `ff report` on small fabricated run directories (papermill starts a kernel: seconds)."""
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from factor_forecasting.report import render_report, write_example_run
+from factor_forecasting.report import render_report
+from support import write_example_run, write_group_data
 
 CHROMIUM = "/usr/bin/chromium"
 FF = str(Path(sys.executable).parent / "ff")
-
-
-def write_group_data(run):
-    "Day files for the run's days in its data.path with only the keys, a sector and a log_mcap (what the report joins)."
-    data = run / "no_data"
-    data.mkdir()
-    preds = pd.read_parquet(run / "predictions.parquet", columns=["date", "time", "sid"]).drop_duplicates()
-    for day, rows in preds.groupby("date"):
-        rows.assign(sector=(rows.sid % 4).astype(np.int16), log_mcap=18 + rows.sid / 10.0).to_parquet(data / f"{day}.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from tiny_run import write_tiny
+from support import write_tiny
 
 FF = str(Path(sys.executable).parent / "ff")
 

@@ -1,0 +1,134 @@
+"""What the tests share, kept out of the package: fabricated run directories, hand-made day files, the tiny
+walk-forward run the end-to-end tests train, and the no-leak checker of the walk-forward folds.
+
+tests/*.py import it by name (pytest puts tests/ on sys.path); a notebook in nbs/ puts ../tests on sys.path first.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from factor_forecasting.core import TARGETS, atomic_target, load_config, save_config
+
+TINY_RUN = """\
+base: cpu_demo
+data:
+  path: data
+  seq_len: 4
+  synth: {stocks: 40, days: 36, features: 10, snapshots: 2, generate: true}
+model: {hidden: 8, layers: 1, heads: 1}
+trainer: {epochs: 3, batch_size: 4, log_every_steps: 2, heartbeat_every_s: 0.5}
+rolling: {train_days: 20, valid_days: 4, test_days: 4, embargo_days: 1, max_folds: 2}
+run: {root: runs}
+"""
+
+
+def write_tiny(directory, name="tiny.yaml", extra=""):
+    "Write the tiny run's YAML (as `run.yaml`) into `directory`, and `name` on top of it with `extra` YAML; returns its path."
+    (directory / "run.yaml").write_text(TINY_RUN)
+    path = directory / name
+    path.write_text("base: run.yaml\n" + extra)
+    return path
+
+
+def write_example_run(run_dir, days: int = 30, stocks: int = 60, snapshots: int = 2, seed: int = 0,
+                      oos: bool = True) -> Path:
+    """Write a small fabricated run directory (config, predictions with train/test splits of two folds, metrics.jsonl)
+    holding a known signal: two targets, a weight and a price-limit column, and a data.path (`no_data`) that is empty."""
+    rng = np.random.default_rng(seed)
+    run_dir = Path(run_dir)
+    targets = ["intra30m", "nextT1d"]
+    cfg = load_config(None, [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", f"data.targets=[{', '.join(targets)}]",
+                             f"data.path={run_dir / 'no_data'}", "report.top_k=10", "report.min_stocks=10"])
+    save_config(cfg, run_dir / "config.yaml")
+    dates = pd.bdate_range("2021-01-04", periods=days).strftime("%Y%m%d").astype(np.int32)
+    half = days // 2
+    folds = [(0, dates[:half - 5], dates[half - 5:half]), (1, dates[:days - 5], dates[days - 5:])] if oos else \
+            [(0, dates, dates[:0])]
+    signal = rng.standard_normal(stocks)                         # a persistent stock effect: turnover below 1
+    parts = []
+    for fold, train, test in folds:
+        for split, ds, noise in (("train", train, 1.0), ("test", test, 3.0)):
+            for d in ds:
+                for s in range(snapshots):
+                    alpha = 0.7 * signal + rng.standard_normal(stocks)
+                    y = np.stack([alpha + 2 * rng.standard_normal(stocks), alpha + 3 * rng.standard_normal(stocks)], 1) * 1e-3
+                    p = alpha[:, None] + noise * rng.standard_normal((stocks, 2))
+                    parts.append(pd.DataFrame({"date": d, "time": np.int32(100000 + 3000 * s), "sid": np.arange(stocks),
+                                               "fold": fold, "split": split, "intra30m": y[:, 0], "nextT1d": y[:, 1],
+                                               "pred_intra30m": p[:, 0], "pred_nextT1d": p[:, 1],
+                                               "luld": (rng.random(stocks) < 0.02).astype(np.int8),
+                                               "ADV50": rng.lognormal(10, 1, stocks)}))
+    preds = pd.concat(parts, ignore_index=True)
+    preds.loc[rng.random(len(preds)) < 0.03, "nextT1d"] = np.nan
+    with atomic_target(run_dir / "predictions.parquet") as tmp: preds.to_parquet(tmp, index=False)
+    lines, step = [], 0
+    for fold, _, _ in folds:
+        for epoch in range(3):
+            for _ in range(5):
+                step += 1
+                lines.append({"kind": "train", "time": 1.6e9 + step, "fold": fold, "epoch": epoch, "step": step,
+                              "loss": 2.0 / (1 + 0.1 * step) + 0.05 * rng.random(), "lr": 1e-3, "samples_per_s": 5000.0})
+            lines.append({"kind": "eval", "time": 1.6e9 + step, "fold": fold, "epoch": epoch, "step": step,
+                          **{f"valid_rank_ic/{t}": 0.02 * epoch + 0.01 * rng.random() for t in targets},
+                          **{f"valid_ic/{t}": 0.02 * epoch for t in targets}, "valid_rank_ic": 0.02 * epoch})
+    with atomic_target(run_dir / "metrics.jsonl") as tmp: tmp.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    return run_dir
+
+
+def _data_path(run_dir) -> Path:
+    return Path(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["data"]["path"])
+
+
+def write_group_data(run_dir, size: bool = True) -> Path:
+    """Day files for every day of a fabricated run, in its data.path, holding only the keys, a `sector` (sid % 4) and,
+    with `size`, a `log_mcap`: what the report joins for its by-group and neutralized figures. Returns the directory."""
+    data = _data_path(run_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    keys = pd.read_parquet(Path(run_dir) / "predictions.parquet", columns=["date", "time", "sid"]).drop_duplicates()
+    for day, rows in keys.groupby("date"):
+        rows = rows.assign(sector=(rows.sid % 4).astype(np.int16))
+        if size: rows = rows.assign(log_mcap=18 + rows.sid / 10.0)
+        rows.to_parquet(data / f"{day}.parquet", index=False)
+    return data
+
+
+def write_oracle(run_dir, prefix: str = "") -> Path:
+    """Oracle files (`<data.path>/oracle/YYYYMMDD.parquet`) for the OOS days of a fabricated run whose oracle is its own
+    column `<prefix><target>`: the targets themselves (RankIC 1) by default, `pred_` for the model's predictions."""
+    out = _data_path(run_dir) / "oracle"
+    out.mkdir(parents=True, exist_ok=True)
+    preds = pd.read_parquet(Path(run_dir) / "predictions.parquet")
+    for day, g in preds[preds.split == "test"].groupby("date"):
+        g[["date", "time", "sid"]].assign(oracle_intra30m=g[f"{prefix}intra30m"], oracle_nextT1d=g[f"{prefix}nextT1d"]).to_parquet(
+            out / f"{day}.parquet", index=False)
+    return out
+
+
+def write_panel(directory, dates, stocks: int = 30, features=("f",), times=(93000,), seed: int = 0, edit=None) -> Path:
+    """Hand-made day files `directory/YYYYMMDD.parquet`: every stock (sid 0..stocks-1) at every time, standard normal
+    features and targets (one generator over the days, from `seed`); `edit(frame, date, rng)` returns the frame to write
+    (a leak column, a short day, an infinite value). Returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for date in dates:
+        n = stocks * len(times)
+        df = pd.DataFrame({"date": np.int32(date), "time": np.repeat(np.int32(times), stocks), "sid": np.tile(np.arange(stocks), len(times))})
+        for c in [*features, *TARGETS]: df[c] = rng.standard_normal(n)
+        if edit is not None: df = edit(df, date, rng)
+        df.to_parquet(directory / f"{date}.parquet", index=False)
+    return directory
+
+
+def check_no_leak(folds, days, horizon: int) -> None:
+    "Raise `AssertionError` if any walk-forward fold (`rolling.Fold`) lets a training/validation label reach a later split."
+    pos = {d: i for i, d in enumerate(sorted(set(int(d) for d in days)))}
+    for f in folds:
+        assert f.train and f.valid and f.test, f
+        for a, b in ((f.train, f.valid), (f.valid, f.test), (f.train, f.test)):
+            # the label of the last earlier-split row looks `horizon` trading days ahead: it must stay before `b`
+            assert pos[a[-1]] + horizon < pos[b[0]], (f, "label horizon reaches the next split")
+        assert list(f.train) == sorted(f.train) and list(f.test) == sorted(f.test)

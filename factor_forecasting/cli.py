@@ -232,7 +232,7 @@ def _bench_loader_args(p):
     p.add_argument("--seq-len", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16, help="cross-sections per batch")
     p.add_argument("--memory-budget-gb", type=float, default=4.0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where chunks live and windows are gathered (default cpu)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where chunks live and blocks and windows are formed (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 @subcommand("bench loader", "loader samples/s vs raw parquet decode rows/s on the same files, and peak RSS", _bench_loader_args)
@@ -296,10 +296,10 @@ def _predict_args(p):
     p.add_argument("--data", required=True, metavar="DIR", help="data directory of YYYYMMDD.parquet files to predict "
                    "(targets optional: today's file has none)")
     p.add_argument("--out", required=True, metavar="PATH", help="predictions file to write: .parquet or .pq (parquet), .csv (CSV)")
-    p.add_argument("--history", metavar="DIR", help="days before the first predicted day, that its windows reach into "
+    p.add_argument("--history", metavar="DIR", help="days before the first predicted day, that its forecasts' context reaches into "
                    "(default: the run's training data, data.path of its config.yaml); never predicted")
     p.add_argument("--config", metavar="YAML", help="the run's config (default: config.yaml of the checkpoint's run directory)")
-    p.add_argument("--start", type=int, metavar="YYYYMMDD", help="first day to predict (earlier days still feed the windows)")
+    p.add_argument("--start", type=int, metavar="YYYYMMDD", help="first day to predict (earlier days still feed the context)")
     p.add_argument("--end", type=int, metavar="YYYYMMDD", help="last day to predict")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default cpu)")
 
@@ -307,7 +307,7 @@ def _predict_args(p):
 def predict_cmd(ns) -> int:
     from factor_forecasting.predict import predict_checkpoint
     res = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, ns.device, ns.history)
-    if res is not None: print(res)                                      # None: not rank 0 under torchrun
+    print(res)
     return 0
 
 # %% ../nbs/11_cli.ipynb #c58dc0a6

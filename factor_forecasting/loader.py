@@ -26,10 +26,10 @@ from .schema import DatasetScan, day_files, scan_dataset, sid_array, read_parque
 log = logging.getLogger("factor_forecasting.loader")
 
 # %% auto #0
-__all__ = ['log', 'CACHE_VERSION', 'READ_THREADS', 'INFERENCE_ROWS', 'trading_days', 'Universe', 'Panel', 'open_panel',
-           'normalize_cross_sections', 'feature_dtype', 'standardize_targets', 'DayArrays', 'day_cache_path',
-           'load_day', 'Chunk', 'build_chunk', 'Batch', 'Block', 'gather_batch', 'partition', 'batch_counts',
-           'round_robin_share', 'block_spans', 'PanelDataset', 'make_loader']
+__all__ = ['log', 'CACHE_VERSION', 'READ_THREADS', 'INFERENCE_ROWS', 'INFERENCE_CONTEXTS', 'trading_days', 'Universe', 'Panel',
+           'open_panel', 'normalize_cross_sections', 'feature_dtype', 'standardize_targets', 'DayArrays',
+           'day_cache_path', 'load_day', 'Chunk', 'build_chunk', 'Batch', 'Block', 'gather_batch', 'partition',
+           'batch_counts', 'round_robin_share', 'block_spans', 'PanelDataset', 'make_loader']
 
 # %% ../nbs/03_loader.ipynb #a68f3d87
 def trading_days(path, start: int | None = None, end: int | None = None) -> list[int]:
@@ -244,10 +244,10 @@ class Chunk:
 # %% ../nbs/03_loader.ipynb #89a4a1fd
 READ_THREADS = min(4, usable_cpus())   # days read and normalized at once
 
-def _history(scan: DatasetScan, first: int, H: int) -> tuple[list[int], int]:
-    "Panel positions of the days before position `first` that hold its `H` history snapshots (fewer at the panel's start), and their snapshot count."
+def _history(scan: DatasetScan, first: int, snapshots: int) -> tuple[list[int], int]:
+    "Panel positions of the days before position `first` that hold its `snapshots` of history (fewer at the panel's start), and their snapshot count."
     hist, n = [], 0
-    while n < H and first - len(hist) > 0:
+    while n < snapshots and first - len(hist) > 0:
         hist.insert(0, first - len(hist) - 1); n += len(scan.days[hist[0]].times)
     return hist, n
 
@@ -397,10 +397,11 @@ def partition(weights: Sequence[float], parts: int) -> list[tuple[int, int]]:
     cuts = np.maximum.accumulate(cuts)
     return [(int(cuts[k]), int(cuts[k + 1])) for k in range(parts)]
 
-def batch_counts(n: np.ndarray, G: int) -> np.ndarray:
-    "Batches per (rank, worker) for `n[rank, worker]` cross-sections at most `G` per batch; equal totals per rank."
-    base = -(-n // G)
-    steps = base.sum(1).max()
+def batch_counts(n: np.ndarray, per_batch: int, multiple: int = 1) -> np.ndarray:
+    """Batches per (rank, worker) for `n[rank, worker]` cross-sections (or blocks) at most `per_batch` per batch; equal
+    totals per rank, a multiple of `multiple` (`trainer.grad_accum`: a step takes that many, so none is left over)."""
+    base = -(-n // per_batch)
+    steps = -(-base.sum(1).max() // multiple) * multiple
     out = base.copy()
     for r in range(n.shape[0]):
         for _ in range(steps - out[r].sum()):
@@ -417,11 +418,12 @@ def round_robin_share(counts: Sequence[int], k: int, worker: int) -> int:
 
 # %% ../nbs/03_loader.ipynb #3b1916b9
 INFERENCE_ROWS = 2**20     # stock rows x steps of one inference block: a chunk's pass is split to stay within it
+INFERENCE_CONTEXTS = 4     # and positions: at most this many model contexts per inference block
 
-def block_spans(valid: np.ndarray, L: int, equal: bool = False) -> list[tuple[int, int]]:
-    "Own-slot ranges `(lo, hi)` tiling a chunk in runs of `L` (`equal`: the fewest near-equal runs of at most `L`), each trimmed to its `valid` slots; runs with none left out."
+def block_spans(valid: np.ndarray, positions: int, equal: bool = False) -> list[tuple[int, int]]:
+    "Own-slot ranges `(lo, hi)` tiling a chunk in runs of `positions` (`equal`: the fewest near-equal runs of at most that), each trimmed to its `valid` slots; runs with none left out."
     P = len(valid)
-    cuts = np.linspace(0, P, -(-P // L) + 1).round().astype(int) if equal else np.r_[np.arange(0, P, L), P]
+    cuts = np.linspace(0, P, -(-P // positions) + 1).round().astype(int) if equal else np.r_[np.arange(0, P, positions), P]
     out = []
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         v = np.flatnonzero(valid[lo:hi])
@@ -458,7 +460,7 @@ class PanelDataset(IterableDataset):
         if cross_sections_per_batch is None:
             if cfg.trainer.batch_size == "auto": raise ConfigError("`trainer.batch_size: auto` must be resolved before building the loader")
             cross_sections_per_batch = -(-cfg.trainer.batch_size // (world_size * cfg.trainer.grad_accum))
-        self.G, self.grad_accum = int(cross_sections_per_batch), max(1, cfg.trainer.grad_accum)
+        self.cross_sections_per_batch, self.grad_accum = int(cross_sections_per_batch), max(1, cfg.trainer.grad_accum)
         self.panel = open_panel(d) if panel is None else panel            # `ff predict` passes its own (history + new days)
         self.universe, self.columns = self.panel.universe, self.panel.columns
         days = sorted(self.panel.dates if days is None else days)
@@ -482,10 +484,11 @@ class PanelDataset(IterableDataset):
         self.chunk_days = max(1, int(budget / 4 / self.bytes_per_day))
         self.chunks = [[[tuple(r) for r in _runs([self.panel.pos[x] for x in blk], self.chunk_days)] for blk in row]
                        for row in self.worker_days]   # [rank][worker] -> chunk keys (panel positions)
+        self.steps_multiple = self.grad_accum if train else 1      # a training step takes grad_accum batches: none left over
         if self.sampling == "sequence":
             self.plan = [[[(key, lo, hi) for key in keys for lo, hi in self._spans(key)] for keys in row] for row in self.chunks]
-            self.worker_batches = batch_counts(np.array([[len(p) for p in row] for row in self.plan]), 1)
-        else: self.worker_batches = batch_counts(self.n_xs, self.G)
+            self.worker_batches = batch_counts(np.array([[len(p) for p in row] for row in self.plan]), 1, self.steps_multiple)
+        else: self.worker_batches = batch_counts(self.n_xs, self.cross_sections_per_batch, self.steps_multiple)
         self.steps_per_epoch = int(self.worker_batches[0].sum()) if len(days) else 0
         self.nan_stats = {"values": 0, "missing": 0, "inf": 0}
         self._cache: dict[tuple, Chunk] = {}
@@ -501,11 +504,13 @@ class PanelDataset(IterableDataset):
         return np.concatenate([(days[k].trainable if self.train else days[k].counts) > 0 for k in key])
 
     def _spans(self, key: tuple[int, ...]) -> list[tuple[int, int]]:
-        "Own-slot ranges of chunk `key`'s blocks: runs of `G` in training; in inference the whole chunk within `INFERENCE_ROWS`."
-        if self.train: return block_spans(self._valid(key), self.G)
+        """Own-slot ranges of chunk `key`'s blocks: runs of `cross_sections_per_batch` in training; in inference the whole
+        chunk, in pieces of at most `INFERENCE_ROWS` rows and `INFERENCE_CONTEXTS` contexts (attention's cost per
+        position grows with the block's length)."""
+        if self.train: return block_spans(self._valid(key), self.cross_sections_per_batch)
         H = self.context - 1
         S = len(np.unique(np.concatenate([self.panel.day_stocks[k] for k in _history(self.panel.scan, key[0], H)[0] + list(key)])))
-        return block_spans(self._valid(key), max(1, INFERENCE_ROWS // S - H), equal=True)
+        return block_spans(self._valid(key), max(1, min(INFERENCE_ROWS // S - H, INFERENCE_CONTEXTS * self.context)), equal=True)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         "Iterate epoch `epoch` next (until the next call); its first `skip` batches (a resumed run's taken steps) come as `None`, never read or gathered."
@@ -572,7 +577,7 @@ class PanelDataset(IterableDataset):
             k = self.dcfg.stocks_per_cross_section if self.train else None
             widest = max(len(s) for s in self.panel.day_stocks)
             buffers = _WindowBuffers(size=2 * self.grad_accum,       # a trainer holds a step's micro-batches while it gathers the next
-                                     capacity=self.G * min(widest, k or widest) * self.context * len(self.columns.features))
+                                     capacity=self.cross_sections_per_batch * min(widest, k or widest) * self.context * len(self.columns.features))
         else: buffers = None
         chunks = self.chunks[self.rank][wid]
         units = ([(key, int(j)) for key in chunks for j in np.flatnonzero(self._valid(key))] if window   # cross-sections: (chunk key, own slot)

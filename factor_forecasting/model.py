@@ -18,9 +18,9 @@ from .core import Config, ConfigError, ModelConfig, check_section
 log = logging.getLogger("factor_forecasting.model")
 
 # %% auto #0
-__all__ = ['log', 'ATTENTION_BATCH', 'MODELS', 'model_inputs', 'band_mask', 'AttentionPool', 'ForecastModel', 'CausalConv1d',
-           'TemporalBlock', 'tcn_receptive_field', 'CausalSelfAttention', 'TCNAttention', 'LinearModel', 'MLPModel',
-           'GRUModel', 'register_model', 'model_context', 'build_model']
+__all__ = ['log', 'WINDOW_ROWS', 'ATTENTION_BATCH', 'MODELS', 'model_inputs', 'band_mask', 'AttentionPool', 'ForecastModel',
+           'CausalConv1d', 'TemporalBlock', 'tcn_receptive_field', 'CausalSelfAttention', 'TCNAttention', 'LinearModel',
+           'MLPModel', 'GRUModel', 'register_model', 'model_context', 'build_model']
 
 # %% ../nbs/04_model.ipynb #ac8abb83
 def model_inputs(x: torch.Tensor, mask: torch.Tensor | None, mask_channels: bool) -> torch.Tensor:
@@ -48,22 +48,24 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.score = nn.Linear(dim, 1, bias=False)   # a bias would cancel in the softmax
 
-    def forward(self, h: torch.Tensor, n: int = 1, band: int | None = None) -> torch.Tensor:
-        """`[B, T, D] -> [B, n, D]`: at each of the last `n` steps t, the pool over steps `t - band + 1 .. t` (every step
+    def forward(self, h: torch.Tensor, last: int = 1, band: int | None = None) -> torch.Tensor:
+        """`[B, T, D] -> [B, last, D]`: at each of the last `last` steps t, the pool over steps `t - band + 1 .. t` (every step
         up to t when `band` is None)."""
         T = h.shape[1]
         band = T if band is None else band
-        h = h[:, T - min(T, n + band - 1):]                                     # steps no band reaches are not scored
+        h = h[:, T - min(T, last + band - 1):]                                     # steps no band reaches are not scored
         s = self.score(h).squeeze(-1).float().unsqueeze(1)                      # [B, 1, steps]
-        if n > 1: s = s.masked_fill(~band_mask(n, h.shape[1], band, h.device), float("-inf"))
+        if last > 1: s = s.masked_fill(~band_mask(last, h.shape[1], band, h.device), float("-inf"))
         return torch.softmax(s, dim=-1).to(h.dtype) @ h
 
-    def flops(self, T: int, n: int = 1, band: int | None = None) -> int:
-        "Scores of the steps the bands reach + the weighted sums (the full `[n, steps]` matrix)."
-        steps = min(T, n + (T if band is None else band) - 1)
-        return 2 * steps * self.score.in_features * (1 + n)
+    def flops(self, T: int, last: int = 1, band: int | None = None) -> int:
+        "Scores of the steps the bands reach + the weighted sums (the full `[last, steps]` matrix)."
+        steps = min(T, last + (T if band is None else band) - 1)
+        return 2 * steps * self.score.in_features * (1 + last)
 
 # %% ../nbs/04_model.ipynb #6584e059
+WINDOW_ROWS = 2**16      # windows a model without a one-pass sequence forward (the GRU) copies and runs at once
+
 class ForecastModel(nn.Module):
     "Base of every model: inputs, optional stock embedding, one head per target, window and sequence forward."
     pointwise = False   # True: the forecast at step t uses step t only (the baselines on the last snapshot)
@@ -91,25 +93,27 @@ class ForecastModel(nn.Module):
         width = hidden + (self.embedding.embedding_dim if self.embedding is not None else 0)
         self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in self.targets)
 
-    def encode(self, inp: torch.Tensor, n: int) -> torch.Tensor:
-        "Causal `[B, T, C] -> [B, n, D]`: the hidden states of the last `n` steps."
+    def encode(self, inp: torch.Tensor, last: int) -> torch.Tensor:
+        "Causal `[B, T, C] -> [B, last, D]`: the hidden states of the last `last` steps."
         raise NotImplementedError
 
-    def encode_flops(self, T: int, n: int) -> int:
-        "Forward FLOPs of `encode` on one sample of `T` steps, `n` states out."
+    def encode_flops(self, T: int, last: int) -> int:
+        "Forward FLOPs of `encode` on one sample of `T` steps, `last` states out."
         raise NotImplementedError
 
-    def _states(self, inp: torch.Tensor, n: int) -> torch.Tensor:
-        "`[B, T, C] -> [B, n, D]`: what the heads read at the last `n` steps (with `attn_pool`: the pool of its band)."
-        if self.pool is None: return self.encode(inp, n)
-        return self.pool(self.encode(inp, min(inp.shape[1], n + self.seq_len - 1)), n, self.seq_len)
+    def _states(self, inp: torch.Tensor, last: int) -> torch.Tensor:
+        "`[B, T, C] -> [B, last, D]`: what the heads read at the last `last` steps (with `attn_pool`: the pool of its band)."
+        if self.pool is None: return self.encode(inp, last)
+        return self.pool(self.encode(inp, min(inp.shape[1], last + self.seq_len - 1)), last, self.seq_len)
 
     def _sequence_states(self, inp: torch.Tensor, positions: int) -> torch.Tensor:
         "`[S, positions + context - 1, C] -> [S, positions, D]`: one pass, or each position's own window run as a window."
         if self.one_pass: return self._states(inp, positions)
         S, C = inp.shape[0], self.context
-        windows = inp.unfold(1, C, 1).transpose(2, 3).reshape(S * positions, C, inp.shape[2])
-        return self._states(windows, 1).view(S, positions, -1)
+        windows = inp.unfold(1, C, 1).transpose(2, 3)             # [S, positions, C, channels]: a view
+        piece = max(1, WINDOW_ROWS // max(S, 1))                  # positions whose windows are copied and run at once
+        return torch.cat([self._states(windows[:, i:i + n].reshape(S * n, C, inp.shape[2]), 1).reshape(S, n, self.hidden_dim)
+                          for i, n in ((i, min(piece, positions - i)) for i in range(0, positions, piece))], 1)
 
     def _read_out(self, z: torch.Tensor, sid: torch.Tensor | None) -> torch.Tensor:
         if self.embedding is not None:
@@ -140,12 +144,12 @@ class ForecastModel(nn.Module):
 
     def num_parameters(self) -> int: return sum(p.numel() for p in self.parameters())
 
-    def _flops(self, T: int, n: int) -> int:
-        "Analytic forward FLOPs of the forecasts at the last `n` steps of a `T`-step input, for one stock row."
-        n_states = n if self.pool is None else min(T, n + self.seq_len - 1)
+    def _flops(self, T: int, last: int) -> int:
+        "Analytic forward FLOPs of the forecasts at the last `last` steps of a `T`-step input, for one stock row."
+        n_states = last if self.pool is None else min(T, last + self.seq_len - 1)
         f = self.encode_flops(T, n_states)
-        if self.pool is not None: f += self.pool.flops(n_states, n, self.seq_len)
-        return f + n * sum(2 * h.in_features * h.out_features for h in self.heads)
+        if self.pool is not None: f += self.pool.flops(n_states, last, self.seq_len)
+        return f + last * sum(2 * h.in_features * h.out_features for h in self.heads)
 
     def flops_per_sample(self, steps: int | None = None) -> int:
         "Analytic forward FLOPs of the window forward on one window of `steps` steps (default: the context)."
@@ -265,12 +269,12 @@ class TCNAttention(ForecastModel):
         "The TCN's receptive field + the attention band's `seq_len - 1` earlier steps (+ the pool's band's with `attn_pool`)."
         return tcn_receptive_field(mc.layers, mc.kernel_size) + (seq_len - 1) * (2 if mc.attn_pool else 1)
 
-    def encode(self, inp: torch.Tensor, n: int) -> torch.Tensor:
-        return self.norm(self.attn(self.blocks(self.proj(inp)), n, self.seq_len))
+    def encode(self, inp: torch.Tensor, last: int) -> torch.Tensor:
+        return self.norm(self.attn(self.blocks(self.proj(inp)), last, self.seq_len))
 
-    def encode_flops(self, T: int, n: int) -> int:
+    def encode_flops(self, T: int, last: int) -> int:
         return (2 * T * self.proj.in_features * self.proj.out_features + sum(b.flops(T) for b in self.blocks)
-                + self.attn.flops(T, n, self.seq_len))
+                + self.attn.flops(T, last, self.seq_len))
 
     def sequence_summary(self) -> str:
         rf, s = self.tcn_receptive_field, self.seq_len
@@ -290,8 +294,8 @@ class LinearModel(ForecastModel):
         super().__init__(mc, n_features, seq_len, targets, n_stocks)
         self._build_heads(self.in_channels)
 
-    def encode(self, inp, n): return inp[:, -n:]
-    def encode_flops(self, T, n): return 0
+    def encode(self, inp, last): return inp[:, -last:]
+    def encode_flops(self, T, last): return 0
 
 class MLPModel(ForecastModel):
     "A feed-forward network on the last snapshot."
@@ -302,8 +306,8 @@ class MLPModel(ForecastModel):
         self.layers = nn.Sequential(*[m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.GELU(), nn.Dropout(mc.dropout))])
         self._build_heads(mc.hidden)
 
-    def encode(self, inp, n): return self.layers(inp[:, -n:])
-    def encode_flops(self, T, n): return sum(2 * n * m.in_features * m.out_features for m in self.layers if isinstance(m, nn.Linear))
+    def encode(self, inp, last): return self.layers(inp[:, -last:])
+    def encode_flops(self, T, last): return sum(2 * last * m.in_features * m.out_features for m in self.layers if isinstance(m, nn.Linear))
 
 class GRUModel(ForecastModel):
     "A stacked GRU over the window; context `seq_len` (a recurrence over a whole block has none of its own)."
@@ -313,8 +317,8 @@ class GRUModel(ForecastModel):
                           dropout=mc.dropout if mc.layers > 1 else 0.0)
         self._build_heads(mc.hidden)
 
-    def encode(self, inp, n): return self.gru(inp)[0][:, -n:]
-    def encode_flops(self, T, n):
+    def encode(self, inp, last): return self.gru(inp)[0][:, -last:]
+    def encode_flops(self, T, last):
         H, C = self.gru.hidden_size, self.gru.input_size
         return sum(2 * T * 3 * H * ((C if i == 0 else H) + H) for i in range(self.gru.num_layers))
 
@@ -351,7 +355,7 @@ def _check(mc: ModelConfig, n_features: int, seq_len: int, n_stocks: int | None)
     if n_features < 1 or seq_len < 1: raise ConfigError(f"need n_features >= 1 and `data.seq_len` >= 1, got {n_features}, {seq_len}")
 
 def build_model(cfg: Config, n_features: int, n_stocks: int | None = None) -> ForecastModel:
-    "Build `cfg.model.name` for `n_features` input features, `cfg.data.seq_len` steps and `cfg.data.targets`."
+    "Build `cfg.model.name` for `n_features` input features, an attention span of `cfg.data.seq_len` steps and `cfg.data.targets`."
     mc = cfg.model
     _check(mc, n_features, cfg.data.seq_len, n_stocks)
     model = MODELS[mc.name](mc, n_features, cfg.data.seq_len, cfg.data.targets, n_stocks)

@@ -81,9 +81,9 @@ def run_features(train: DataConfig, cfg_path) -> list[str]:
 
 # %% ../nbs/15_predict.ipynb #c34af1eb
 def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | None = None, end: int | None = None,
-                     universe=None, context: int | None = None):
+                     universe=None, *, context: int):
     """The `Panel` over `data_dir`'s days in `start`..`end` plus the history days their forecasts reach into (`context`
-    snapshots per forecast, the model's; default `data.seq_len`); and those days."""
+    snapshots per forecast: `model.model_context`); and those days."""
     from factor_forecasting.loader import Panel
     data = dict(day_files(data_dir))
     days = [x for x in data if (start is None or x >= start) and (end is None or x <= end)]
@@ -97,7 +97,7 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
     cols = dataclasses.replace(resolved, weight=None, luld=None)                   # optional columns: decided below
     scan = lambda x: scan_day(x, files[x], dcfg, cols, require_targets=False)
     scans, earlier, n = [scan(x) for x in sorted(files) if x >= days[0]], [x for x in sorted(files) if x < days[0]], 0
-    while earlier and n < (context or dcfg.seq_len) - 1:
+    while earlier and n < context - 1:
         scans.insert(0, scan(earlier.pop())); n += len(scans[0].times)
     kinds = {}
     for s in scans: kinds.setdefault(s.sids.type, s.path)
@@ -174,7 +174,7 @@ def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None
                                  "data.end=null", "data.features=[" + ", ".join(repr(f) for f in features) + "]"])
     if history is None and train_dir.is_dir(): history = train_dir
     elif history is None:
-        log.warning("the run's training data %s is not there: windows reach only into %s (give the days before it with --history)",
+        log.warning("the run's training data %s is not there: forecasts reach back only into %s (give the days before it with --history)",
                     train_dir, data_dir)
     universe = None
     if cfg.model.stock_embedding > 0:
@@ -184,9 +184,10 @@ def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None
         universe = open_panel(train_cfg.data).universe                  # the embedding's rows
     state = load_checkpoint(ckpt)
     if "model" not in state: raise InputError(f"{ckpt}: no model weights in this checkpoint")
+    if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available(): raise InputError("--device cuda: torch sees no GPU on this machine")
     context = model_context(cfg)
-    panel, days = prediction_panel(cfg.data, data_dir, history, start, end, universe, context)
+    panel, days = prediction_panel(cfg.data, data_dir, history, start, end, universe, context=context)
     model = build_model(cfg, len(features), len(panel.universe))
     try: model.load_state_dict(state["model"])
     except RuntimeError as e:

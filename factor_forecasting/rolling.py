@@ -74,11 +74,11 @@ def make_folds(days, rcfg: RollingConfig, horizon: int = 1) -> list[Fold]:
     return folds
 
 # %% ../nbs/08_rolling.ipynb #87043c81
-def days_read(fold: Fold, days, snapshots, seq_len: int) -> list[int]:
-    "The trading days whose files `fold` reads: `seq_len - 1` snapshots of history, then its first train day to its last test day."
+def days_read(fold: Fold, days, snapshots, context: int) -> list[int]:
+    "The trading days whose files `fold` reads: `context - 1` snapshots of history (the model's), then its first train day to its last test day."
     days = list(days)
     first, last = days.index(fold.train[0]), days.index(fold.test[-1])
     k, n = first, 0
-    while n < seq_len - 1 and k > 0:
+    while n < context - 1 and k > 0:
         k -= 1; n += snapshots[k]
     return days[k:last + 1]

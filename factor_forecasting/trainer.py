@@ -162,13 +162,14 @@ class Position:
     done: bool = False            # training finished (patience or epochs): predictions are next
 
     def count_step(self, skipped: bool, steps_per_epoch: int) -> bool:
-        "Count an optimizer step (and a skipped one); True when it ended the epoch (the position is then in the next)."
+        "Count an optimizer step (and a skipped one); True when it was the epoch's last (then `next_epoch`)."
         self.step += 1; self.step_in_epoch += 1
         self.nonfinite = self.nonfinite + 1 if skipped else 0
         self.nonfinite_total += skipped
-        if self.step_in_epoch < steps_per_epoch: return False
+        return self.step_in_epoch == steps_per_epoch
+
+    def next_epoch(self) -> None:
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        return True
 
     def count_evaluation(self, score: float, patience: int) -> bool:
         "Count an evaluation's score (NaN: none); True when it is the best so far (its weights are the fold's best)."
@@ -352,9 +353,9 @@ def auto_batch_size(trainer: FoldTrainer, probe, cross_sections: int) -> tuple[i
     """Cross-sections per rank per micro-batch that fit (see above), and a sentence saying why. `probe(n)` is a
     micro-batch of `n` cross-sections (a block of n positions in sequence sampling) on this rank's device."""
     job, tc = trainer.job, trainer.tc
-    small, large = activation_bytes(trainer, probe(4)), activation_bytes(trainer, probe(8))
-    per_xs = max(1.0, (large - small) / 4)
-    fixed = max(0.0, small - 4 * per_xs)                                # a block's context, paid once per micro-batch
+    (small, n_small), (large, n_large) = ((activation_bytes(trainer, b), max(1, b.n_groups)) for b in (probe(4), probe(8)))
+    per_xs = (large - small) / (n_large - n_small) if n_large > n_small and large > small else large / n_large
+    fixed = max(0.0, small - n_small * per_xs)                          # a block's context, paid once per micro-batch
     local = int(os.environ.get("LOCAL_WORLD_SIZE", job.world))
     if job.device.type == "cuda": budget = 0.7 * torch.cuda.mem_get_info(job.device)[0]
     else: budget = 0.25 * psutil.virtual_memory().available / local
@@ -476,7 +477,8 @@ def fold_record(fold: Fold, panel, cfg: Config, world: int, cross_sections_per_b
     "What `fold` reads (days, file fingerprints, the stock universe), and the batch layout it trains with."
     return {"fold": fold.index, "train": list(fold.train), "valid": list(fold.valid), "test": list(fold.test),
             "files": {p.name: file_fingerprint(p, known.get(p.name)) for p in fold_paths(fold, panel, model_context(cfg))},
-            "universe": universe_digest(panel), "world_size": world, "cross_sections_per_batch": cross_sections_per_batch}
+            "universe": universe_digest(panel), "world_size": world, "cross_sections_per_batch": cross_sections_per_batch,
+            "sampling": cfg.data.sampling, "context": model_context(cfg)}
 
 # %% ../nbs/07_trainer.ipynb #50be7d87
 @dataclass
@@ -505,6 +507,11 @@ def plan_folds(folds: list[Fold], panel, cfg: Config, restart_fold: bool = False
         if ([r["train"], r["valid"], r["test"]] != [list(f.train), list(f.valid), list(f.test)]
                 or sorted(r["files"]) != sorted(p.name for p in fold_paths(f, panel, model_context(cfg)))):
             notes.append(f"fold {f.index}: its days changed (test {_span(r['test'])} -> {_span(f.test)}): it runs again")
+            break
+        if (r.get("sampling"), r.get("context")) != (cfg.data.sampling, model_context(cfg)):
+            was = f"{r['sampling']} sampling, context {r['context']}" if "context" in r else "an earlier release's windows"
+            notes.append(f"fold {f.index}: trained with {was}, now {cfg.data.sampling} sampling, context {model_context(cfg)}: "
+                         "it runs again")
             break
         if not done and restart_fold:
             notes.append(f"fold {f.index}: restarted from its start (--restart-fold)")
@@ -565,6 +572,7 @@ def train_fold(trainer: FoldTrainer, pos: Position, train_ds, valid_ds, ckpt_dir
                 result = trainer.step([next(batches).to(job.device, non_blocking=True) for _ in range(tc.grad_accum)])
                 epoch_end = pos.count_step(result.skipped, steps_per_epoch)
                 tele.step(pos, result, steps_before, steps_per_epoch)
+                if epoch_end: pos.next_epoch()
                 if pos.nonfinite >= tc.max_nonfinite_steps:
                     raise TrainingDiverged(f"{pos.nonfinite} consecutive non-finite losses (trainer.max_nonfinite_steps = "
                                            f"{tc.max_nonfinite_steps}) in fold {pos.fold} at step {pos.step}: lower trainer.lr, "
@@ -579,7 +587,7 @@ def train_fold(trainer: FoldTrainer, pos: Position, train_ds, valid_ds, ckpt_dir
                     tele.evaluation(pos, res)
                 pos.done = pos.done or out_of_epochs
                 if evaluate_now or pos.done or result.stop or pos.step % tc.checkpoint_every_steps == 0:
-                    save_latest(trainer, pos, train_ds.G, ckpt_dir)
+                    save_latest(trainer, pos, train_ds.cross_sections_per_batch, ckpt_dir)
                 if result.stop: raise Stopped(STOP.signum, f"fold {pos.fold} step {pos.step}")
     return pos
 
@@ -615,12 +623,12 @@ def _fold_trainer(cfg: Config, job: Dist, fold: Fold, train_ds, latest: dict | N
         return trainer, pos
     if job.main:
         with atomic_target(ckpt_dir / f"fold{fold.index:03d}.json") as tmp:
-            tmp.write_text(json.dumps(fold_record(fold, train_ds.panel, cfg, job.world, train_ds.G, known_fingerprints(ckpt_dir))))
+            tmp.write_text(json.dumps(fold_record(fold, train_ds.panel, cfg, job.world, train_ds.cross_sections_per_batch, known_fingerprints(ckpt_dir))))
     if cfg.rolling.warm_start and fold.index > 0:
         trainer.model.load_state_dict(load_checkpoint(ckpt_dir / f"fold{fold.index - 1:03d}.pt", job.device)["model"])
     torch.manual_seed(_fold_seed(cfg, fold.index, job.rank))                   # this rank's dropout stream
     pos = Position(fold=fold.index)
-    save_latest(trainer, pos, train_ds.G, ckpt_dir)
+    save_latest(trainer, pos, train_ds.cross_sections_per_batch, ckpt_dir)
     tele.event(fold.index, 0, 0, f"fold {fold.index}: {fold!r}, {steps_per_epoch} steps per epoch")
     return trainer, pos
 
@@ -681,10 +689,11 @@ def _batch_size(cfg: Config, job: Dist, panel, fold: Fold, latest: dict | None, 
                          "resume with the same number of processes, or start over with --fresh")
     if trained is not None: return trained[1:]
     if cfg.trainer.batch_size != "auto": return per_rank_batch(cfg, job.world), "from trainer.batch_size"
-    probe = lambda n: next(iter(PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel,
-                                             cross_sections_per_batch=n))).to(job.device)
+    probe = lambda n: next(iter(PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel, num_workers=0,
+                                             cross_sections_per_batch=n))).to(job.device)   # in this process: no workers
     trainer = FoldTrainer(cfg, job, build_model(cfg, len(panel.columns.features), len(panel.universe)), 1)
-    counts = PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel, cross_sections_per_batch=1).n_xs
+    counts = PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel, num_workers=0,
+                          cross_sections_per_batch=1).n_xs
     return auto_batch_size(trainer, probe, int(counts.sum()))
 
 def _walk_forward(cfg: Config, job: Dist, restart_fold: bool) -> Path:

@@ -145,7 +145,7 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
     import itertools, json as _json, math, tempfile
     import torch
     from factor_forecasting.core import InputError, load_config
-    from factor_forecasting.loader import PanelDataset, open_panel
+    from factor_forecasting.loader import PanelDataset, make_loader, open_panel
     from factor_forecasting.model import build_model
     from factor_forecasting.synthetic import ensure_dataset
     from factor_forecasting.telemetry import Telemetry
@@ -167,7 +167,9 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
                                                 cross_sections_per_batch=per_rank, device=device, seed=0)
         meta = (len(panel.columns.features), len(panel.universe))
         # (a) bare: the same batches, already on the device
-        batches = [b.to(job.device) for b in itertools.islice(iter(make(days, True)), (warmup + steps) * accum)]
+        source = make(days, True)
+        batches = [b.to(job.device) for b in itertools.islice(iter(make_loader(source) if source.num_workers else source),
+                                                              (warmup + steps) * accum)]
         if len(batches) < (warmup + steps) * accum:
             raise InputError(f"bench train: {cfg.data.path} ({len(panel.dates)} days, {per_day} cross-sections a day) gives "
                              f"{len(batches) // accum} steps of {per_rank * accum * job.world} cross-sections; --warmup + --steps = "
@@ -214,7 +216,7 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
                        mfu_bare=3 * out["flops_per_sample"] * out["bare_samples_per_s"] / peak if peak else None)
         return out
 
-def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 40, warmup: int = 5) -> dict:
+def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup: int = 5) -> dict:
     "Sequence vs window sampling (`speedup_vs_window`) and trainer vs bare loop (`ratio`) on the same model and data."
     seq = _train_rates(config, [*overrides, "data.sampling=sequence"], steps, warmup)
     win = _train_rates(config, [*overrides, "data.sampling=window"], steps, warmup)

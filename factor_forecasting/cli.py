@@ -354,7 +354,7 @@ def train_cmd(ns) -> int:
 def _bench_train_args(p):
     p.add_argument("config", nargs="?", default="cpu_demo", help="preset name or YAML path (default cpu_demo)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden=64 trainer.batch_size=16")
-    p.add_argument("--steps", type=int, default=40, help="timed optimizer steps")
+    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

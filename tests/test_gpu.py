@@ -73,11 +73,14 @@ def test_bf16_autocast_agrees_with_fp32(market, sampling):
     assert torch.nn.functional.cosine_similarity(grad, ref_grad, dim=0) > 0.99
 
 
-def test_torchrun_on_gpu_learns_the_planted_signal(market, tmp_path):
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.xfail(
+    reason="torch.compile of sequence training under DDP + bf16 raised an InductorError on an H200 with torch 2.11 "
+           "(2026-11-30); optimal_4gpu leaves model.compile off", strict=False))])
+def test_torchrun_on_gpu_learns_the_planted_signal(market, tmp_path, compile):
     cfg = tmp_path / "gpu.yaml"
     cfg.write_text(json.dumps({
         "data": {"path": str(market), "seq_len": 12},
-        "model": {"name": "tcn_attention", "hidden": 32, "layers": 3, "heads": 4, "compile": True},
+        "model": {"name": "tcn_attention", "hidden": 32, "layers": 3, "heads": 4, "compile": compile},
         "trainer": {"device": "cuda", "precision": "bf16", "batch_size": "auto", "epochs": 4, "lr": 0.002,
                     "warmup_steps": 10, "log_every_steps": 10},
         "rolling": {"train_days": 30, "valid_days": 5, "test_days": 10, "embargo_days": 2, "max_folds": 2},

@@ -80,8 +80,9 @@ def test_sweep_finishes_and_is_indexed(reference):
     assert before == {run: (sweep_dir / run / "predictions.parquet").stat().st_mtime_ns for run in RUNS}
 
 
-def _trained(run_dir):
-    try: return any(json.loads(l)["kind"] == "train" for l in (run_dir / "metrics.jsonl").read_text().splitlines())
+def _trained(run_dir, since: float):
+    "Whether `run_dir` logged a training step after `since` (a run stopped before keeps its earlier steps' records)."
+    try: return any(r["kind"] == "train" and r["time"] > since for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()))
     except (OSError, ValueError): return False
 
 
@@ -92,10 +93,10 @@ def _finished(run_dir):
 
 def _start(d, name, victim):
     "Start `ff sweep NAME.yaml` in its own process group; return once `victim` has logged a training step."
+    t0 = time.time()
     p = subprocess.Popen([FF, "sweep", f"{name}.yaml", "--root", "sweeps", "--quiet"], cwd=d, env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
-    t0 = time.time()
-    while not _trained(d / "sweeps" / name / victim):
+    while not _trained(d / "sweeps" / name / victim, t0):
         assert p.poll() is None and time.time() - t0 < 300, f"{victim} never started training: " + p.stderr.read()[-2000:]
         time.sleep(0.1)
     return p

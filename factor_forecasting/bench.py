@@ -145,7 +145,8 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
     import itertools, json as _json, math, tempfile
     import torch
     from factor_forecasting.core import InputError, load_config
-    from factor_forecasting.loader import PanelDataset, make_loader, open_panel
+    from factor_forecasting.loader import PanelDataset, open_panel
+    from factor_forecasting.loader import batches as loader_batches
     from factor_forecasting.model import build_model
     from factor_forecasting.synthetic import ensure_dataset
     from factor_forecasting.telemetry import Telemetry
@@ -168,8 +169,7 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
         meta = (len(panel.columns.features), len(panel.universe))
         # (a) bare: the same batches, already on the device
         source = make(days, True)
-        batches = [b.to(job.device) for b in itertools.islice(iter(make_loader(source) if source.num_workers else source),
-                                                              (warmup + steps) * accum)]
+        batches = [b.to(job.device) for b in itertools.islice(loader_batches(source), (warmup + steps) * accum)]
         if len(batches) < (warmup + steps) * accum:
             raise InputError(f"bench train: {cfg.data.path} ({len(panel.dates)} days, {per_day} cross-sections a day) gives "
                              f"{len(batches) // accum} steps of {per_rank * accum * job.world} cross-sections; --warmup + --steps = "

@@ -29,7 +29,7 @@ log = logging.getLogger("factor_forecasting.loader")
 __all__ = ['log', 'CACHE_VERSION', 'READ_THREADS', 'INFERENCE_ROWS', 'INFERENCE_CONTEXTS', 'trading_days', 'Universe', 'Panel',
            'open_panel', 'normalize_cross_sections', 'feature_dtype', 'standardize_targets', 'DayArrays',
            'day_cache_path', 'load_day', 'Chunk', 'build_chunk', 'Batch', 'Block', 'gather_batch', 'partition',
-           'batch_counts', 'round_robin_share', 'block_spans', 'PanelDataset', 'make_loader']
+           'batch_counts', 'round_robin_share', 'block_spans', 'PanelDataset', 'batches', 'make_loader']
 
 # %% ../nbs/03_loader.ipynb #a68f3d87
 def trading_days(path, start: int | None = None, end: int | None = None) -> list[int]:
@@ -611,6 +611,10 @@ class PanelDataset(IterableDataset):
                 key = units[i][0]; left[key] -= 1
                 if left[key] == 0 and not cached: self._cache.pop(key, None)
         if not cached: self._cache.clear()
+
+def batches(ds: PanelDataset):
+    "Iterate `ds`: in this process, or through a DataLoader (`make_loader`) when it has worker processes."
+    return iter(make_loader(ds) if ds.num_workers else ds)
 
 def make_loader(ds: PanelDataset, pin_memory: bool = False) -> DataLoader:
     "A DataLoader over `ds` with its planned number of workers (blocks and batches are already formed: batch_size=None)."

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .core import (Config, ConfigError, InputError, atomic_target, config_to_dict, env_rank,
                                      load_config, save_config, seed_everything, setup_logging)
+from .loader import batches
 from .model import model_context
 from .rolling import Fold, days_read, horizon_days, make_folds
 from .run_lock import held_for_me, lock_job, lock_writer
@@ -305,18 +306,13 @@ class FoldTrainer:
         self.sched.load_state_dict(s["scheduler"]); self.scaler.load_state_dict(s["scaler"])
 
 # %% ../nbs/07_trainer.ipynb #5faea03b
-def _batches(ds):
-    "Iterate a `PanelDataset`, through a DataLoader when it has worker processes."
-    from factor_forecasting.loader import make_loader
-    return iter(make_loader(ds) if ds.num_workers else ds)
-
 def evaluate(trainer: FoldTrainer, ds) -> dict:
     "Validation IC and RankIC per target (mean over cross-sections, all ranks), plus `valid_rank_ic` (mean over targets)."
     from factor_forecasting.metrics import cross_section_ic
     from factor_forecasting.predict import forecasts
     K, min_stocks = len(trainer.targets), trainer.cfg.loss.min_stocks
     acc = np.zeros(4 * K)                       # ic sum, ic count, rank ic sum, rank ic count
-    for b, pred in forecasts(trainer.model, _batches(ds), trainer.job.device, trainer.amp_dtype):
+    for b, pred in forecasts(trainer.model, batches(ds), trainer.job.device, trainer.amp_dtype):
         for j, rank in enumerate((False, True)):
             ic = cross_section_ic(pred, b.y_raw, b.group, min_stocks, rank=rank).cpu().numpy()
             acc[2 * j * K:(2 * j + 1) * K] += np.nansum(ic, axis=0)
@@ -332,7 +328,7 @@ def evaluate(trainer: FoldTrainer, ds) -> dict:
 def predict(trainer: FoldTrainer, ds, universe) -> pd.DataFrame | None:
     "Predictions for every row of `ds` (all ranks' days), as a contract-shaped frame on rank 0 (None elsewhere)."
     from factor_forecasting.predict import prediction_frame, prediction_rows
-    mine = prediction_rows(trainer.model, _batches(ds), trainer.job.device, trainer.amp_dtype)
+    mine = prediction_rows(trainer.model, batches(ds), trainer.job.device, trainer.amp_dtype)
     parts = [None] * trainer.job.world if trainer.job.main else None
     dist.gather_object(mine, parts, dst=0)
     return prediction_frame(parts, universe, trainer.targets) if trainer.job.main else None
@@ -556,9 +552,9 @@ def _epoch(train_ds, pos: Position, grad_accum: int):
     "The loader's batches from `pos` on: a resumed epoch skips its taken steps without reading them."
     skip = pos.step_in_epoch * grad_accum
     train_ds.set_epoch(pos.epoch, skip=skip)
-    batches = _batches(train_ds)
-    for _ in range(skip): next(batches)
-    return batches
+    taken = batches(train_ds)
+    for _ in range(skip): next(taken)
+    return taken
 
 def train_fold(trainer: FoldTrainer, pos: Position, train_ds, valid_ds, ckpt_dir: Path, tele, steps_before: int) -> Position:
     "Train until patience or epochs run out, resuming at `pos`; the best weights end in checkpoints/best.pt. `Stopped` on request."
@@ -566,10 +562,10 @@ def train_fold(trainer: FoldTrainer, pos: Position, train_ds, valid_ds, ckpt_dir
     steps_per_epoch = len(train_ds) // tc.grad_accum
     with STOP.deferred():                                      # SIGTERM/SIGINT: noted, acted on after the step
         while not pos.done:
-            batches = _epoch(train_ds, pos, tc.grad_accum)
+            micro_batches = _epoch(train_ds, pos, tc.grad_accum)
             epoch_end = False
             while not (epoch_end or pos.done):
-                result = trainer.step([next(batches).to(job.device, non_blocking=True) for _ in range(tc.grad_accum)])
+                result = trainer.step([next(micro_batches).to(job.device, non_blocking=True) for _ in range(tc.grad_accum)])
                 epoch_end = pos.count_step(result.skipped, steps_per_epoch)
                 tele.step(pos, result, steps_before, steps_per_epoch)
                 if epoch_end: pos.next_epoch()

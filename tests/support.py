@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from factor_forecasting.core import TARGETS, atomic_target, load_config, save_config
+from factor_forecasting.config import TARGETS, load_config, save_config
+from factor_forecasting.atomic import atomic_target
 
 TINY_RUN = """\
 base: cpu_demo

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from factor_forecasting.core import config_from_dict
+from factor_forecasting.config import config_from_dict
 from factor_forecasting.launch import torchrun_command
 from factor_forecasting.synthetic import write_synthetic
 

@@ -18,7 +18,7 @@ TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 WORKER = r'''
 import json, os, sys
 import torch, torch.distributed as dist
-from factor_forecasting.core import config_from_dict
+from factor_forecasting.config import config_from_dict
 from factor_forecasting.loader import PanelDataset, make_loader
 
 dist.init_process_group("gloo")

@@ -27,7 +27,7 @@ import psutil
 import pytest
 import torch
 
-from factor_forecasting.core import load_config
+from factor_forecasting.config import load_config
 from factor_forecasting.synthetic import write_synthetic
 
 TINY = """
@@ -143,7 +143,8 @@ def test_scrambled_future_targets_do_not_change_earlier_predictions(tiny):
 
 DDP_SCRIPT = """
 import sys, torch
-from factor_forecasting.core import load_config, seed_everything
+from factor_forecasting.config import load_config
+from factor_forecasting.runtime import seed_everything
 from factor_forecasting.loader import PanelDataset
 from factor_forecasting.model import build_model
 from factor_forecasting.trainer import FoldTrainer, exit_now, init_distributed
@@ -180,7 +181,7 @@ def test_two_processes_equal_one_process_with_accumulation(tiny, tmp_path):
 
 
 def build_init(cfg):
-    from factor_forecasting.core import seed_everything
+    from factor_forecasting.runtime import seed_everything
     from factor_forecasting.loader import PanelDataset
     from factor_forecasting.model import build_model
     cfg = load_config(cfg, ["model.dropout=0.0"])

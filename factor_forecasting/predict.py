@@ -19,49 +19,14 @@ import torch
 
 from .config import DataConfig, InputError, load_config
 from .atomic import atomic_target
+from .inference import prediction_frame, prediction_rows
 from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'OUT_FORMATS', 'autocast', 'forecasts', 'prediction_rows', 'prediction_frame', 'out_format', 'run_features',
-           'prediction_panel', 'window_history', 'Predictions', 'predict_checkpoint']
-
-# %% ../nbs/41_predict.ipynb #78fa6aa0
-def autocast(device, dtype: torch.dtype | None):
-    "Mixed-precision context for `dtype` (`trainer.resolve_precision`) on `device`; None: full precision."
-    if dtype is None: return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
-
-# %% ../nbs/41_predict.ipynb #92b072ba
-def forecasts(model, batches, device, amp_dtype: torch.dtype | None = None):
-    "Yield `(batch, forecasts [B, K] float32)` for every non-empty batch of `batches` (a dataset or its DataLoader) on `device`."
-    model.eval()
-    for b in batches:
-        if len(b) == 0: continue
-        b = b.to(device, non_blocking=True)
-        with torch.no_grad(), autocast(device, amp_dtype): pred = b.forecast(model).float()
-        yield b, pred
-
-# %% ../nbs/41_predict.ipynb #ff07887a
-def prediction_rows(model, batches, device, amp_dtype: torch.dtype | None = None) -> dict | None:
-    "This process's rows as numpy: `date`, `time`, `sid` (dense index), `pred` and `y_raw` `[N, K]`; None when it has none."
-    cols = {k: [] for k in ("date", "time", "sid", "pred", "y_raw")}
-    for b, pred in forecasts(model, batches, device, amp_dtype):
-        for k, v in zip(cols, (b.date, b.time, b.sid, pred, b.y_raw)): cols[k].append(v.cpu().numpy())
-    return {k: np.concatenate(v) for k, v in cols.items()} if cols["date"] else None
-
-# %% ../nbs/41_predict.ipynb #08b159ed
-def prediction_frame(parts: list, universe, targets: list[str]) -> pd.DataFrame:
-    "The contract's prediction columns (date, time, sid, pred_<target>..., <target>...) from `prediction_rows` of each process."
-    parts = [p for p in parts if p is not None]
-    cat = lambda k, width=None: (np.concatenate([p[k] for p in parts]) if parts else
-                                 np.empty((0, width) if width else 0, np.float32 if width else np.int64))
-    df = pd.DataFrame({"date": cat("date").astype(np.int32), "time": cat("time").astype(np.int32), "sid": universe.ids_of(cat("sid"))})
-    pred, y = cat("pred", len(targets)), cat("y_raw", len(targets))
-    for k, t in enumerate(targets): df[f"pred_{t}"] = pred[:, k]
-    for k, t in enumerate(targets): df[t] = y[:, k]
-    return df
+__all__ = ['log', 'OUT_FORMATS', 'out_format', 'run_features', 'prediction_panel', 'window_history', 'Predictions',
+           'predict_checkpoint']
 
 # %% ../nbs/41_predict.ipynb #aeefa450
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}

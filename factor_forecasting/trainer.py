@@ -38,6 +38,7 @@ from .loader import batches
 from .model import model_context
 from .rolling import Fold, days_read, horizon_days, make_folds
 from .run_lock import held_for_me, lock_job, lock_writer
+from .inference import autocast, forecasts, prediction_frame, prediction_rows
 from .telemetry import Telemetry
 
 log = logging.getLogger("factor_forecasting.trainer")
@@ -270,7 +271,6 @@ class FoldTrainer:
         self.loss_fn = build_loss(cfg)
 
     def autocast(self):
-        from factor_forecasting.predict import autocast
         return autocast(self.job.device, self.amp_dtype)
 
     def loss(self, batch, model=None):
@@ -320,7 +320,6 @@ class FoldTrainer:
 def evaluate(trainer: FoldTrainer, ds) -> dict:
     "Validation IC and RankIC per target (mean over cross-sections, all ranks), plus `valid_rank_ic` (mean over targets)."
     from factor_forecasting.metrics import cross_section_ic
-    from factor_forecasting.predict import forecasts
     K, min_stocks = len(trainer.targets), trainer.cfg.loss.min_stocks
     acc = np.zeros(4 * K)                       # ic sum, ic count, rank ic sum, rank ic count
     for b, pred in forecasts(trainer.model, batches(ds), trainer.job.device, trainer.amp_dtype):
@@ -339,7 +338,6 @@ def evaluate(trainer: FoldTrainer, ds) -> dict:
 # %% ../nbs/53_trainer.ipynb #0d1b9b0a
 def predict(trainer: FoldTrainer, ds, universe) -> pd.DataFrame | None:
     "Predictions for every row of `ds` (all ranks' days), as a contract-shaped frame on rank 0 (None elsewhere)."
-    from factor_forecasting.predict import prediction_frame, prediction_rows
     mine = prediction_rows(trainer.model, batches(ds), trainer.job.device, trainer.amp_dtype)
     parts = [None] * trainer.job.world if trainer.job.main else None
     dist.gather_object(mine, parts, dst=0)

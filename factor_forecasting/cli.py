@@ -6,19 +6,37 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
+import textwrap
+from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from .config import InputError, config_to_dict, list_presets, load_config
+from .bench import bench_loader, bench_metrics, bench_train, emit
+from .compare import render_compare
+from .config import InputError, SynthConfig, config_to_dict, field_rules, list_presets, load_config
+from .ensemble import ensemble_runs
+from .explain import explain_run
+from .launch import PipelineFailed, demo, prepare_launch, run_job, run_pipeline
+from .monitor import NO_HEARTBEAT_EXIT, MonitorError, monitor
+from .peer import peer_like, peer_summary
+from .predict import predict_checkpoint
+from .report import render_report
+from .runtime import resolve_device
+from .schema import check_dataset
+from .sweep import SweepStopped, is_finished, load_spec, parse_shard, plan_runs, read_index, run_sweep, shard_runs
+from .synthetic import write_synthetic
 
 # %% auto #0
-__all__ = ['COMMANDS', 'subcommand', 'build_parser', 'main', 'config_cmd', 'monitor_cmd', 'run_cmd', 'check_warnings',
-           'format_check', 'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd', 'demo_cmd', 'report_cmd',
-           'bench_metrics_cmd', 'predict_cmd', 'explain_cmd', 'train_cmd', 'bench_train_cmd', 'compare_cmd',
-           'sweep_cmd', 'ensemble_cmd', 'peer_lightgbm_cmd']
+__all__ = ['COMMANDS', 'DEVICES', 'OLD_FORMS', 'subcommand', 'config_args', 'device_arg', 'old_form', 'build_parser', 'main',
+           'config_cmd', 'monitor_cmd', 'launch_args', 'launch_params', 'run_cmd', 'check_warnings', 'format_check',
+           'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd', 'demo_cmd', 'report_cmd', 'bench_metrics_cmd',
+           'predict_cmd', 'explain_cmd', 'train_cmd', 'bench_train_cmd', 'compare_cmd', 'sweep_cmd', 'ensemble_cmd',
+           'peer_lightgbm_cmd']
 
 # %% ../nbs/89_cli.ipynb #566d4fb5
 COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {}
@@ -29,6 +47,49 @@ def subcommand(name: str, help: str, args: Callable[[argparse.ArgumentParser], N
         COMMANDS[name] = (help, args, fn)
         return fn
     return register
+
+# %% ../nbs/89_cli.ipynb #6430338c
+def config_args(p, default: str | None = None) -> None:
+    "The positional `CONFIG [KEY=VALUE ...]` every config-taking verb reads."
+    p.add_argument("config", metavar="CONFIG", nargs="?" if default else None, default=default,
+                   help="preset name or YAML path" + (f" (default {default})" if default else ""))
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted config overrides, e.g. trainer.epochs=2 run.name=try1")
+
+# %% ../nbs/89_cli.ipynb #837d4423
+DEVICES = ("auto", "cpu", "cuda")
+
+def device_arg(p, help: str) -> None:
+    "`--device`, the same choices on every verb (auto: cuda when a GPU is visible, else cpu)."
+    p.add_argument("--device", default="auto", choices=DEVICES, help=f"{help} (auto: a GPU when there is one, else cpu; default auto)")
+
+# %% ../nbs/89_cli.ipynb #a3248b85
+OLD_FORMS = {   # (verb, flag) of an earlier release -> the form that replaced it
+    ("run", "--config"): "ff run CONFIG [KEY=VALUE ...], e.g. `ff run cpu_demo run.name=demo trainer.epochs=2`",
+    ("run", "-p"): "ff run CONFIG [KEY=VALUE ...] with launch flags (--nproc, --nnodes, --node-rank, --rdzv-endpoint, "
+                   "--max-restarts, --no-report), e.g. `ff run cpu_demo trainer.epochs=2 --nproc 2`",
+    ("run", "--name"): "run.name=RUN, e.g. `ff run cpu_demo run.name=demo`",
+    ("demo", "--config"): "ff demo [CONFIG] [KEY=VALUE ...], e.g. `ff demo cpu_demo trainer.epochs=1`",
+    ("demo", "--name"): "run.name=RUN, e.g. `ff demo cpu_demo run.name=mydemo`",
+    ("data check", "--config"): "ff data check CONFIG [KEY=VALUE ...], the dataset being data.path, e.g. "
+                                "`ff data check cpu_demo data.path=outputs/data/mine`",
+    ("data synth", "--config"): "ff data synth CONFIG [KEY=VALUE ...], e.g. `ff data synth cpu_demo data.path=outputs/data/mine data.synth.stocks=500`",
+    **{("data synth", f"--{k}"): f"data.synth.{k}=VALUE, e.g. `ff data synth cpu_demo data.path=DIR data.synth.{k}=...`"
+       for k in ("stocks", "days", "features", "snapshots", "seed", "start", "signal")},
+    ("data synth", "--out"): "data.path=DIR, e.g. `ff data synth cpu_demo data.path=outputs/data/mine`",
+    ("ensemble", "--out"): "--out-dir DIR (an ensemble is a run directory; --out is always a file)",
+    ("peer lightgbm", "--like"): "ff peer lightgbm RUN_DIR [--out-dir DIR]",
+    ("peer lightgbm", "--out"): "--out-dir DIR (a peer is a run directory; --out is always a file)",
+}
+
+# %% ../nbs/89_cli.ipynb #28353e8d
+def old_form(argv: list[str]) -> str | None:
+    "The one line for a command line of an earlier release's form, or None."
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    verb = " ".join(words[:2]) if " ".join(words[:2]) in {v for v, _ in OLD_FORMS} else (words[0] if words else "")
+    for arg in argv[len(verb.split()):]:
+        flag = arg.split("=", 1)[0]
+        if (verb, flag) in OLD_FORMS: return f"`ff {verb} {flag}` is an earlier form; now: {OLD_FORMS[verb, flag]}"
+    return None
 
 # %% ../nbs/89_cli.ipynb #2c231659
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 # %% ../nbs/89_cli.ipynb #3d201039
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ff` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if old := old_form(argv):
+        print(f"ff: error: {old}", file=sys.stderr)
+        return 2
     parser = build_parser()
     ns, extra = parser.parse_known_args(argv)
     if extra and hasattr(ns, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
@@ -97,22 +162,33 @@ def _monitor_args(p):
 @subcommand("monitor", "live view of a run: progress, throughput, ETA, loss, validation IC, memory "
             "(--once exit status: 0 finished, 1 failed, 2 stalled, 3 running, 4 no heartbeat, 5 stopped)", _monitor_args)
 def monitor_cmd(ns) -> int:
-    from factor_forecasting.monitor import NO_HEARTBEAT_EXIT, MonitorError, monitor
     try: return monitor(ns.run_dir, once=ns.once, interval=ns.interval)
     except MonitorError as e:
         print(f"ff: error: {e}", file=sys.stderr)
         return NO_HEARTBEAT_EXIT
 
 # %% ../nbs/89_cli.ipynb #e6bf9723
-def _pipeline_args(p):
-    p.add_argument("--config", required=True, metavar="NAME_OR_PATH", help="preset name or YAML path")
-    p.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override (dotted key, e.g. trainer.epochs=2) or pipeline parameter "
-                        "(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts, fresh, restart_fold, report); repeatable")
-    p.add_argument("--name", metavar="RUN", help="run name: the run directory is run.root/RUN (default: the config's run.name)")
-    p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run's latest checkpoint")
+def launch_args(p) -> None:
+    "`CONFIG [KEY=VALUE ...]` and the launch flags `ff train` and `ff run` share."
+    config_args(p)
+    p.add_argument("--nproc", default=None, help="processes on this machine (default: run.nproc_per_node; auto = one per GPU, else 1)")
+    p.add_argument("--nnodes", type=int, default=1, metavar="N", help="machines in the job (default 1); with --rdzv-endpoint")
+    p.add_argument("--node-rank", type=int, default=0, metavar="K", help="this machine's rank among --nnodes (default 0)")
+    p.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="node 0's rendezvous address (several machines)")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="N", help="let torchrun restart failed workers N times (they resume)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run directory's checkpoint")
     p.add_argument("--restart-fold", action="store_true", help="retrain the fold in progress from its start, discarding its "
                    "checkpoint (e.g. an unreadable latest.pt); finished folds are kept")
+
+# %% ../nbs/89_cli.ipynb #da48fb39
+def launch_params(ns) -> dict:
+    "The launch flags of `ns` as keyword arguments of `launch.prepare_launch` (and parameters of the train pipeline)."
+    if ns.max_restarts < 0: raise InputError(f"--max-restarts {ns.max_restarts}: must be >= 0")
+    if ns.nnodes < 1: raise InputError(f"--nnodes {ns.nnodes}: must be >= 1")
+    nproc = None if ns.nproc is None else ("auto" if ns.nproc == "auto" else int(ns.nproc))
+    if nproc is not None and nproc != "auto" and nproc < 1: raise InputError(f"--nproc {ns.nproc}: must be >= 1 or auto")
+    return dict(nproc_per_node=nproc, nnodes=ns.nnodes, node_rank=ns.node_rank, rdzv_endpoint=ns.rdzv_endpoint,
+                max_restarts=ns.max_restarts, fresh=ns.fresh, restart_fold=ns.restart_fold)
 
 # %% ../nbs/89_cli.ipynb #c61c87c5
 def _pipeline_failed(e) -> int:
@@ -121,23 +197,20 @@ def _pipeline_failed(e) -> int:
     return e.exit_code
 
 # %% ../nbs/89_cli.ipynb #a518611d
-@subcommand("run", "train under torchrun and build the IC report, as an executed papermill pipeline in the run directory",
-            _pipeline_args)
+@subcommand("run", "the same training as `ff train`, executed as the papermill notebook RUN_DIR/train.ipynb (the run's "
+            "log, to read afterwards), then the IC report: use it for a run you will read", lambda p: (launch_args(p),
+            p.add_argument("--no-report", action="store_true", help="skip the IC report")))
 def run_cmd(ns) -> int:
-    from factor_forecasting.launch import PipelineFailed, run_pipeline, split_params
-    overrides, params = split_params(ns.params)
-    if ns.fresh: params["fresh"] = True
-    if ns.restart_fold: params["restart_fold"] = True
-    try: run_dir = run_pipeline(ns.config, overrides, ns.name, params)
+    params = {k: v for k, v in launch_params(ns).items() if v not in (None, False)}
+    if ns.no_report: params["report"] = False
+    try: run_dir = run_pipeline(ns.config, ns.overrides, params=params)
     except PipelineFailed as e: return _pipeline_failed(e)
     print(f"run directory: {run_dir}")
     return 0
 
 # %% ../nbs/89_cli.ipynb #28320968
 def _data_check_args(p):
-    p.add_argument("dir", metavar="DIR", help="dataset directory of YYYYMMDD.parquet files")
-    p.add_argument("--config", default=None, help="preset name or YAML path for the column names (default: built-in defaults)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.sid_col=code data.time_col=null")
+    config_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 # %% ../nbs/89_cli.ipynb #a95dd8a5
@@ -171,7 +244,6 @@ def check_warnings(r: dict) -> list[str]:
 # %% ../nbs/89_cli.ipynb #0af4face
 def format_check(r: dict) -> str:
     "The `ff data check` summary as aligned lines, then one `warning:` line per finding."
-    import textwrap
     miss = r["missing_rate"]
     worst = max(miss, key=miss.get)
     top = r["leak_check"]["max"]
@@ -189,43 +261,28 @@ def format_check(r: dict) -> str:
     return "\n".join([f"{k:<15} {v}" for k, v in lines] + [f"warning: {w}" for w in check_warnings(r)])
 
 # %% ../nbs/89_cli.ipynb #ab2a98f9
-@subcommand("data check", "check a dataset directory against the data contract and summarise it (exit 2: bad input, "
-            "1: a likely leak)", _data_check_args)
+@subcommand("data check", "check the dataset of a config (data.path) against the data contract and summarise it (exit 2: "
+            "bad input, 1: a likely leak)", _data_check_args)
 def data_check_cmd(ns) -> int:
-    import json
-    from factor_forecasting.schema import check_dataset
-    cfg = load_config(ns.config, [*ns.overrides, f"data.path={ns.dir}"])
+    cfg = load_config(ns.config, ns.overrides)
     r = check_dataset(cfg.data.path, cfg.data, cfg.report.min_stocks)
     print(json.dumps(r) if ns.json else format_check(r))
     return 1 if r["leak_check"]["flagged"] else 0
 
 # %% ../nbs/89_cli.ipynb #d2950664
-_SYNTH_FLAGS = {"stocks": (int, "N", "stocks in the universe"), "days": (int, "D", "trading days (weekdays)"),
-                "features": (int, "F", 'factor columns "0".."F-1"'), "snapshots": (int, "S", "snapshots a day, equally spaced"),
-                "seed": (int, "K", "random seed"), "start": (int, "YYYYMMDD", "first calendar day"),
-                "signal": (float, "X", "planted-signal strength (1.0 = default calibration, 0 = none)")}
-
 def _data_synth_args(p):
-    from factor_forecasting.config import SynthConfig, field_rules
-    p.add_argument("--config", default=None, metavar="NAME_OR_PATH", help="preset or YAML whose data.synth gives the defaults")
-    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: the config's data.path)")
-    for name, (tp, metavar, help) in _SYNTH_FLAGS.items():
-        rules = " and ".join(r.text for r in field_rules(SynthConfig, name))          # the limits `synthetic._validate` checks
-        p.add_argument(f"--{name}", type=tp, default=None, metavar=metavar,
-                       help=f"{help}{'; must be ' + rules if rules else ''} (default: data.synth.{name})")
+    config_args(p)
+    limits = "; ".join(f"data.synth.{f.name} " + " and ".join(r.text for r in field_rules(SynthConfig, f.name))
+                       for f in dataclasses.fields(SynthConfig) if field_rules(SynthConfig, f.name))
+    p.epilog = f"The dataset goes to data.path (a new or empty directory); its shape is data.synth.*: {limits}."
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 # %% ../nbs/89_cli.ipynb #62b12c2c
-@subcommand("data synth", "generate the synthetic market (day files, oracle/, meta.json) into a new directory", _data_synth_args)
+@subcommand("data synth", "generate the synthetic market (day files, oracle/, meta.json) of a config into data.path, a new directory",
+            _data_synth_args)
 def data_synth_cmd(ns) -> int:
-    import dataclasses, json
-    from factor_forecasting.config import check_section
-    from factor_forecasting.synthetic import write_synthetic
-    cfg = load_config(ns.config)
-    overrides = {k: getattr(ns, k) for k in _SYNTH_FLAGS if getattr(ns, k) is not None}
-    check_section(dataclasses.replace(cfg.data.synth, **overrides), "data.synth.",
-                  "ff data synth " + " ".join(f"--{k} {v}" for k, v in overrides.items()))      # before anything is written
-    out = write_synthetic(ns.out or cfg.data.path, cfg.data.synth, progress=not ns.quiet, **overrides)
+    cfg = load_config(ns.config, ns.overrides)
+    out = write_synthetic(cfg.data.path, cfg.data.synth, progress=not ns.quiet)
     meta = json.loads((out / "meta.json").read_text())
     ric = {t: m["rank_ic"]["mean"] for t, m in meta["oracle"]["metrics"].items()}
     print(f"wrote {meta['days']} days, {meta['rows']} rows to {out}")
@@ -243,29 +300,26 @@ def _bench_loader_args(p):
     p.add_argument("--seq-len", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16, help="cross-sections per batch")
     p.add_argument("--memory-budget-gb", type=float, default=4.0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where chunks live and blocks and windows are formed (default cpu)")
+    device_arg(p, "where chunks live and blocks and windows are formed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 # %% ../nbs/89_cli.ipynb #ab6958ba
 @subcommand("bench loader", "loader samples/s vs raw parquet decode rows/s on the same files, and peak RSS", _bench_loader_args)
 def bench_loader_cmd(ns) -> int:
-    from factor_forecasting.bench import bench_loader, emit
     emit(bench_loader(ns.path, ns.stocks, ns.days, ns.snapshots, ns.features, ns.seq_len, ns.batch_size, ns.memory_budget_gb,
-                      device=ns.device), ns.json)
+                      device=resolve_device(ns.device)), ns.json)
     return 0
 
 # %% ../nbs/89_cli.ipynb #a3c86bb2
 def _demo_args(p):
-    p.add_argument("--config", default="cpu_demo", metavar="NAME_OR_PATH", help="preset name or YAML path (default cpu_demo)")
-    p.add_argument("--name", default="demo", metavar="RUN", help="run name (default demo)")
+    config_args(p, default="cpu_demo")
     p.add_argument("--fresh", action="store_true", help="start the run over instead of resuming it")
 
 # %% ../nbs/89_cli.ipynb #fc3adf8e
-@subcommand("demo", "the end-to-end demo: synthetic data if missing, `ff run`, then the report path and headline OOS RankIC vs the oracle",
-            _demo_args)
+@subcommand("demo", "the end-to-end demo: synthetic data if missing, `ff run` (run.name demo unless set), then the report "
+            "path and headline OOS RankIC vs the oracle", _demo_args)
 def demo_cmd(ns) -> int:
-    from factor_forecasting.launch import PipelineFailed, demo
-    try: demo(ns.config, ns.name, ns.fresh)
+    try: demo(ns.config, ns.overrides, ns.fresh)
     except PipelineFailed as e: return _pipeline_failed(e)
     return 0
 
@@ -284,7 +338,6 @@ def _report_args(p):
 # %% ../nbs/89_cli.ipynb #baaeb409
 @subcommand("report", "render RUN_DIR/ic_report.html: IC, RankIC in-sample vs OOS, deciles, backtest, training curves", _report_args)
 def report_cmd(ns) -> int:
-    from factor_forecasting.report import render_report
     html = render_report(ns.run_dir, ns.targets, ns.quantiles, ns.top_k, ns.cost_bps, ns.min_stocks,
                          ns.baseline, ns.backtest_target, ns.weighted)
     print(html)
@@ -301,7 +354,6 @@ def _bench_metrics_args(p):
 @subcommand("bench metrics", "per cross-section IC/RankIC: ours vs a pandas groupby reference (seconds, speedup, max |diff|)",
             _bench_metrics_args)
 def bench_metrics_cmd(ns) -> int:
-    from factor_forecasting.bench import bench_metrics, emit
     emit(bench_metrics(ns.stocks, ns.cross_sections, ns.targets), ns.json)
     return 0
 
@@ -316,13 +368,12 @@ def _predict_args(p):
     p.add_argument("--config", metavar="YAML", help="the run's config (default: config.yaml of the checkpoint's run directory)")
     p.add_argument("--start", type=int, metavar="YYYYMMDD", help="first day to predict (earlier days still feed the context)")
     p.add_argument("--end", type=int, metavar="YYYYMMDD", help="last day to predict")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model (default cpu)")
+    device_arg(p, "where to run the model")
 
 # %% ../nbs/89_cli.ipynb #4d546ef9
 @subcommand("predict", "predict new days with a trained checkpoint -> parquet or CSV keyed by date, time, sid", _predict_args)
 def predict_cmd(ns) -> int:
-    from factor_forecasting.predict import predict_checkpoint
-    res = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, ns.device, ns.history)
+    res = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, resolve_device(ns.device), ns.history)
     print(res)
     return 0
 
@@ -335,34 +386,25 @@ def _explain_args(p):
     p.add_argument("--steps", type=int, default=32, metavar="N", help="Riemann steps of integrated gradients (default 32)")
     p.add_argument("--repeats", type=int, default=1, metavar="N", help="shuffles per feature and day (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the day, row and shuffle draws (default 0)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model (default cpu)")
+    device_arg(p, "where to run the model")
 
 # %% ../nbs/89_cli.ipynb #7031a2b9
 @subcommand("explain", "what each fold's best model uses: permutation importance per feature, integrated gradients per "
             "feature and lag -> RUN_DIR/attribution.parquet", _explain_args)
 def explain_cmd(ns) -> int:
-    from factor_forecasting.explain import explain_run
-    print(explain_run(ns.run_dir, ns.days, ns.rows, ns.steps, ns.repeats, ns.seed, ns.device, progress=True))
+    print(explain_run(ns.run_dir, ns.days, ns.rows, ns.steps, ns.repeats, ns.seed, resolve_device(ns.device), progress=True))
     return 0
 
 # %% ../nbs/89_cli.ipynb #b3e04700
 def _train_args(p):
-    p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.epochs=2 run.name=try1")
-    p.add_argument("--nproc", default=None, help="processes on this machine (default: run.nproc_per_node; auto = one per GPU, else 1)")
-    p.add_argument("--max-restarts", type=int, default=0, help="let torchrun restart failed workers this many times (they resume)")
-    p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run directory's checkpoint")
-    p.add_argument("--restart-fold", action="store_true", help="retrain the fold in progress from its start, discarding its "
-                   "checkpoint (e.g. an unreadable latest.pt); finished folds are kept")
+    launch_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
 
 # %% ../nbs/89_cli.ipynb #5fcc0cea
-@subcommand("train", "walk-forward training under torchrun (resumes an interrupted run)", _train_args)
+@subcommand("train", "walk-forward training under torchrun in this terminal, its log on stderr (scripts, clusters, "
+            "scale-out; resumes an interrupted run)", _train_args)
 def train_cmd(ns) -> int:
-    from factor_forecasting.launch import prepare_launch, run_job
-    nproc = None if ns.nproc is None else ("auto" if ns.nproc == "auto" else int(ns.nproc))
-    la = prepare_launch(ns.config, ns.overrides, nproc_per_node=nproc, max_restarts=ns.max_restarts, fresh=ns.fresh,
-                        restart_fold=ns.restart_fold)
+    la = prepare_launch(ns.config, ns.overrides, **launch_params(ns))
     if ns.dry_run:
         print(la)
         return 0
@@ -370,8 +412,7 @@ def train_cmd(ns) -> int:
 
 # %% ../nbs/89_cli.ipynb #286c5ea7
 def _bench_train_args(p):
-    p.add_argument("config", nargs="?", default="cpu_demo", help="preset name or YAML path (default cpu_demo)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden=64 trainer.batch_size=16")
+    config_args(p, default="cpu_demo")
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -379,7 +420,6 @@ def _bench_train_args(p):
 # %% ../nbs/89_cli.ipynb #ca799d96
 @subcommand("bench train", "bare training steps vs the trainer's full steps (loader, DDP, telemetry) on the same batches", _bench_train_args)
 def bench_train_cmd(ns) -> int:
-    from factor_forecasting.bench import bench_train, emit
     emit(bench_train(ns.config, ns.overrides, ns.steps, ns.warmup), ns.json)
     return 0
 
@@ -399,7 +439,6 @@ def _compare_args(p):
 @subcommand("compare", "compare a sweep's configs (mean ± std over seeds), ensembles and peers, or run directories: OOS "
             "figures and a paired HAC test of daily RankIC vs a reference -> compare.html", _compare_args)
 def compare_cmd(ns) -> int:
-    from factor_forecasting.compare import render_compare
     sources = ns.sources[0] if len(ns.sources) == 1 else ns.sources
     print(render_compare(sources, ns.out, ns.reference, ns.quantiles, ns.top_k, ns.cost_bps, ns.min_stocks))
     return 0
@@ -418,8 +457,6 @@ def _sweep_args(p):
 @subcommand("sweep", "seed and config sweeps as papermill runs (+ LightGBM peer, seed ensembles) -> ROOT/<name>/sweep.json",
             _sweep_args)
 def sweep_cmd(ns) -> int:
-    from pathlib import Path
-    from factor_forecasting.sweep import SweepStopped, is_finished, load_spec, parse_shard, plan_runs, read_index, run_sweep, shard_runs
     if ns.list:
         spec = load_spec(ns.spec)
         sweep_dir = Path(ns.root).resolve() / spec.name
@@ -437,24 +474,22 @@ def sweep_cmd(ns) -> int:
 # %% ../nbs/89_cli.ipynb #ee11576f
 def _ensemble_args(p):
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="member run directories (same rows and targets)")
-    p.add_argument("--out", required=True, metavar="DIR", help="the ensemble's run directory")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="the ensemble's run directory")
     p.add_argument("--report", action="store_true", help="render DIR/ic_report.html")
 
 # %% ../nbs/89_cli.ipynb #c2923191
 @subcommand("ensemble", "average runs' rank-normalized predictions (a seed ensemble) into a run directory", _ensemble_args)
 def ensemble_cmd(ns) -> int:
-    from factor_forecasting.ensemble import ensemble_runs
-    out = ensemble_runs(ns.runs, ns.out)
+    out = ensemble_runs(ns.runs, ns.out_dir)
     if ns.report:
-        from factor_forecasting.report import render_report
         render_report(out)
     print(f"ensemble of {len(ns.runs)} runs -> {out}")
     return 0
 
 # %% ../nbs/89_cli.ipynb #26067755
 def _peer_args(p):
-    p.add_argument("--like", required=True, metavar="RUN_DIR", help="the run whose config.yaml (data, window, targets, folds) the peer copies")
-    p.add_argument("--out", default=None, metavar="DIR", help="the peer's run directory (default: RUN_DIR_lightgbm beside the run)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run whose config.yaml (data, window, targets, folds) the peer copies")
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="the peer's run directory (default: RUN_DIR_lightgbm beside the run)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="LightGBM seed (default 0)")
     p.add_argument("--no-report", action="store_true", help="do not render the IC report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -463,7 +498,6 @@ def _peer_args(p):
 @subcommand("peer lightgbm", "train the LightGBM peer of a run on the run's walk-forward folds, into a run directory of its own",
             _peer_args)
 def peer_lightgbm_cmd(ns) -> int:
-    from factor_forecasting.peer import peer_like, peer_summary
-    out = peer_like(ns.like, ns.out, ns.seed, report=not ns.no_report, progress=not ns.quiet)
+    out = peer_like(ns.run_dir, ns.out_dir, ns.seed, report=not ns.no_report, progress=not ns.quiet)
     print(peer_summary(out))
     return 0

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import datetime
 import difflib
+import importlib.resources
 import logging
 import math
 import numbers
@@ -401,8 +402,7 @@ def _set_dotted(d: dict, key: str, value):
 
 # %% ../nbs/01_config.ipynb #480b5bd7
 def _preset_dir() -> Path:
-    import factor_forecasting
-    return Path(factor_forecasting.__file__).parent / "presets"
+    return Path(str(importlib.resources.files("factor_forecasting") / "presets"))
 
 # %% ../nbs/01_config.ipynb #64fad84a
 def list_presets() -> list[str]:

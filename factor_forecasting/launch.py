@@ -23,6 +23,10 @@ from .config import Config, InputError, load_config
 from .pipeline_runner import execute_pipeline, pipeline_path
 from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
+from .report import compare_runs, load_run, oracle_summary
+from .rolling import horizon_days, make_folds
+from .schema import day_files, leak_pairs, LEAK_RANK_IC, leak_sample, read_parquet, resolve_columns
+from .synthetic import check_data_path, weekdays
 
 # %% auto #0
 __all__ = ['TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
@@ -74,9 +78,6 @@ def preflight(cfg: Config, nproc_per_node: int | str | None = None, source: str 
 # %% ../nbs/70_launch.ipynb #d5267785
 def check_data(cfg: Config) -> list:
     "The walk-forward folds of `cfg`'s data, from file names and one column of one file; `InputError` naming what cannot work."
-    from factor_forecasting.rolling import horizon_days, make_folds
-    from factor_forecasting.schema import LEAK_RANK_IC, day_files, leak_pairs, leak_sample, read_parquet, resolve_columns
-    from factor_forecasting.synthetic import check_data_path, weekdays
     d = cfg.data
     if check_data_path(cfg):                        # the trainer generates the synthetic market there: its days
         dates = [x for x in weekdays(d.synth.start, d.synth.days) if (d.start is None or x >= d.start) and (d.end is None or x <= d.end)]
@@ -338,7 +339,6 @@ if TYPE_CHECKING: import pandas as pd          # for the annotation only: pandas
 
 def oos_headline(run_dir) -> pd.DataFrame:
     "Per target: the run's OOS RankIC, RankICIR and days, the oracle's RankIC and the share of it the model reached."
-    from factor_forecasting.report import compare_runs, load_run, oracle_summary
     run = load_run(run_dir)
     min_stocks = run.config.report.min_stocks
     h = compare_runs([run], run.targets, min_stocks).set_index("target").loc[run.targets, ["RankIC", "RankICIR", "days"]]
@@ -350,13 +350,13 @@ def oos_headline(run_dir) -> pd.DataFrame:
     return h
 
 # %% ../nbs/70_launch.ipynb #728e0e22
-def demo(config: str = "cpu_demo", name: str = "demo", fresh: bool = False, out=None) -> Path:
-    "The README's first command: synthetic data if missing, the train pipeline, then the report path and the headline."
-    from factor_forecasting.synthetic import ensure_dataset
+def demo(config: str = "cpu_demo", overrides=(), fresh: bool = False, out=None) -> Path:
+    "The README's first command: synthetic data if missing, the train pipeline (run `demo` unless `run.name` is set), then the report path and the headline."
     out = out or sys.stdout
-    cfg = load_config(config_source(config), [f"run.name={name}"])
+    overrides = ["run.name=demo", *overrides]            # a later run.name= wins
+    cfg = load_config(config_source(config), overrides)
     ensure_dataset(cfg)
-    run_dir = run_pipeline(config, name=name, params={"fresh": True} if fresh else None)
+    run_dir = run_pipeline(config, overrides, params={"fresh": True} if fresh else None)
     h = oos_headline(run_dir)
     print(f"\nIC report: {run_dir / 'ic_report.html'}\n\nout-of-sample RankIC per target (test days of every fold):", file=out)
     print(h.to_string(float_format=lambda v: f"{v:.4f}"), file=out)

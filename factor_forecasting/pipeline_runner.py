@@ -12,12 +12,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import papermill
-from jupyter_client import AsyncKernelManager
-from jupyter_client.kernelspec import KernelSpec
-from papermill.exceptions import PapermillExecutionError
-from traitlets.config import Config as TraitletsConfig
-
 import factor_forecasting
 from .atomic import atomic_target
 from .config import InputError
@@ -40,6 +34,11 @@ def pipeline_path(name: str) -> Path:
 def execute_pipeline(name: str, out, parameters: dict, kernel: str | None = None, **papermill_kwargs):
     """Execute the pipeline notebook `name` with `parameters` into `out`; returns the failing cell's
     `PapermillExecutionError` (the notebook is written either way), or None."""
+    import papermill                                    # papermill and jupyter take seconds to import: only here
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+    from papermill.exceptions import PapermillExecutionError
+    from traitlets.config import Config as TraitletsConfig
 
     class ThisPythonKernel(AsyncKernelManager):
         "An ipykernel on the interpreter running this code."

@@ -13,8 +13,10 @@ import sys
 import numpy as np
 import torch
 
+from .config import InputError
+
 # %% auto #0
-__all__ = ['seed_everything', 'usable_cpus', 'env_rank', 'setup_logging']
+__all__ = ['seed_everything', 'usable_cpus', 'env_rank', 'setup_logging', 'DeviceError', 'resolve_device']
 
 # %% ../nbs/02_runtime.ipynb #50629a81
 def seed_everything(seed: int) -> None:
@@ -45,3 +47,14 @@ def setup_logging(level: str = "INFO", rank: int | None = None, all_ranks: bool 
     logger.setLevel(level if rank == 0 or all_ranks else max(logging.getLevelName(level), logging.WARNING))
     logger.propagate = False
     return logger
+
+# %% ../nbs/02_runtime.ipynb #a7c4ddf7
+class DeviceError(InputError):
+    "A device this machine does not have (the command line turns it into one line)."
+
+def resolve_device(name: str) -> str:
+    "`auto` -> `cuda` when a GPU is visible, else `cpu`; `cuda` without a GPU is an error."
+    if name == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available(): raise DeviceError("--device cuda: no CUDA GPU is visible on this machine")
+    if name not in ("cpu", "cuda"): raise DeviceError(f"--device {name}: must be auto, cpu or cuda")
+    return name

@@ -34,7 +34,7 @@ def test_out_of_range_value_is_one_clear_line():
 def test_mistyped_data_path_is_an_error_not_a_fake_market(tmp_path):
     "A YAML's relative data.path is taken from the YAML's directory; a missing one is named, and nothing is generated."
     (tmp_path / "my.yaml").write_text("base: cpu_demo\ndata:\n  path: synthtic\n")
-    res = subprocess.run([FF, "demo", "--config", str(tmp_path / "my.yaml"), "--name", "never"], capture_output=True,
+    res = subprocess.run([FF, "demo", str(tmp_path / "my.yaml"), "run.name=never"], capture_output=True,
                          text=True, timeout=120, cwd=tmp_path.parent)
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.strip() == (f"ff: error: data.path: {tmp_path / 'synthtic'} does not exist (no YYYYMMDD.parquet files); "
@@ -46,11 +46,13 @@ def test_data_check_flags_a_leak_and_synth_help_states_limits(tmp_path):
     def forward_copy(df, date, rng):                  # a feature that is a noisy copy of a target
         return df.assign(fwd=df.ema1d * 2 + 0.01 * rng.standard_normal(len(df)))
     write_panel(tmp_path, (20200102, 20200103), stocks=30, edit=forward_copy)
-    res = ff("data", "check", str(tmp_path))
+    res = ff("data", "check", "cpu_demo", f"data.path={tmp_path}")
     assert res.returncode == 1, res.stderr
     assert "feature list    f, fwd\n" in res.stdout
     assert "warning: likely leak: feature `fwd` has a same-row RankIC of +" in res.stdout and "with target `ema1d`" in res.stdout
-    assert ff("data", "check", str(tmp_path), "data.label_columns=[fwd]").returncode == 0
+    assert ff("data", "check", "cpu_demo", f"data.path={tmp_path}", "data.label_columns=[fwd]").returncode == 0
     res = ff("data", "synth", "--help")
     text = " ".join(res.stdout.split())
-    assert res.returncode == 0 and "must be a divisor of 240" in text and "must be >= 2" in text, text
+    assert res.returncode == 0 and "data.synth.snapshots a divisor of 240" in text and "data.synth.stocks >= 2" in text, text
+    res = ff("data", "synth", "--out", str(tmp_path / "new"), "--stocks", "50")      # an earlier release's form: one line naming the new one
+    assert res.returncode == 2 and res.stderr.startswith("ff: error: `ff data synth --out` is an earlier form; now: data.path=DIR"), res.stderr

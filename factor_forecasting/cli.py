@@ -16,6 +16,7 @@ from typing import Callable
 
 import yaml
 
+from .backtest import format_summary, run_backtest
 from .bench import bench_loader, bench_metrics, bench_train, emit
 from .compare import render_compare
 from .config import InputError, SynthConfig, config_to_dict, field_rules, list_presets, load_config
@@ -36,7 +37,7 @@ __all__ = ['COMMANDS', 'DEVICES', 'OLD_FORMS', 'subcommand', 'config_args', 'dev
            'config_cmd', 'monitor_cmd', 'launch_args', 'launch_params', 'run_cmd', 'check_warnings', 'format_check',
            'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd', 'demo_cmd', 'report_cmd', 'bench_metrics_cmd',
            'predict_cmd', 'explain_cmd', 'train_cmd', 'bench_train_cmd', 'compare_cmd', 'sweep_cmd', 'ensemble_cmd',
-           'peer_lightgbm_cmd']
+           'peer_lightgbm_cmd', 'backtest_cmd']
 
 # %% ../nbs/89_cli.ipynb #566d4fb5
 COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {}
@@ -500,4 +501,18 @@ def _peer_args(p):
 def peer_lightgbm_cmd(ns) -> int:
     out = peer_like(ns.run_dir, ns.out_dir, ns.seed, report=not ns.no_report, progress=not ns.quiet)
     print(peer_summary(out))
+    return 0
+
+# %% ../nbs/89_cli.ipynb #f71f0609
+def _backtest_args(p):
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with predictions.parquet and config.yaml")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="backtest.* overrides, e.g. backtest.topk=30 backtest.mode=long_short")
+
+# %% ../nbs/89_cli.ipynb #bf9cd8a2
+@subcommand("backtest", "the TopkDropout portfolio backtest of a run's OOS predictions -> RUN_DIR/backtest.parquet and its "
+            "summary (annual net return, IR, max drawdown, turnover)", _backtest_args)
+def backtest_cmd(ns) -> int:
+    _, summary = run_backtest(ns.run_dir, ns.overrides)
+    print(format_summary(summary))
+    print(f"-> {Path(ns.run_dir) / 'backtest.parquet'}")
     return 0

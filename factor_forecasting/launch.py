@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .backtest import check_backtest
 from .config import Config, InputError, load_config
 from .pipeline_runner import execute_pipeline, pipeline_path
 from .model import model_context
@@ -204,6 +205,7 @@ def prepare_launch(config, overrides=(), run_name=None, nproc_per_node=None, nno
     overrides = [*overrides, *([f"run.name={run_name}"] if run_name else [])]
     cfg = load_config(source, overrides)
     label = source if Path(source).is_file() else f"preset `{source}`"
+    check_backtest(cfg.backtest, cfg.data.targets, label)   # the report's backtest, before hours of training
     n = preflight(cfg, nproc_per_node, label, gpus)
     check_data(cfg)
     if node_rank == 0: check_job_lock(cfg.run_dir.resolve())

@@ -36,7 +36,8 @@ __all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativ
            'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig', 'DataConfig', 'ModelConfig',
            'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig', 'BacktestConfig', 'RunConfig', 'Config',
            'InputError', 'ConfigError', 'config_keys', 'field_rules', 'config_from_dict', 'check_section',
-           'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths', 'load_config', 'save_config']
+           'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths', 'DuplicateKey', 'load_yaml',
+           'load_config', 'save_config']
 
 # %% ../nbs/01_config.ipynb #10197537
 @dataclass(frozen=True)
@@ -455,10 +456,31 @@ def absolute_paths(cfg: Config) -> Config:
         setattr(getattr(out, section), name, _absolute(getattr(getattr(cfg, section), name), cwd))
     return out
 
+# %% ../nbs/01_config.ipynb #f6dc26f5
+class DuplicateKey(yaml.YAMLError):
+    "A mapping names the same key twice."
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "`yaml.SafeLoader` that refuses a key written twice in one mapping."
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in first:
+                raise DuplicateKey(f"key `{key}` is written twice (lines {first[key]} and {key_node.start_mark.line + 1}): "
+                                   "YAML would keep only the second; merge them")
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+def load_yaml(text: str):
+    "`yaml.safe_load` that refuses duplicate keys (`DuplicateKey` names the key and both lines)."
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
 # %% ../nbs/01_config.ipynb #d3c5bd61
 def _read_yaml(path: Path, seen=()) -> dict:
     if path.resolve() in seen: raise ConfigError(f"{path}: `base` chain loops back to itself")
-    try: d = yaml.safe_load(path.read_text()) or {}
+    try: d = load_yaml(path.read_text()) or {}
+    except DuplicateKey as e: raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(d, dict): raise ConfigError(f"{path}: the top level must be a mapping of sections")
     base = d.pop("base", None)

@@ -413,8 +413,11 @@ def list_presets() -> list[str]:
 # %% ../nbs/01_config.ipynb #b009829e
 def _resolve_source(path_or_preset, relative_to: Path | None = None) -> Path:
     p = Path(path_or_preset)
-    if relative_to is not None and not p.is_absolute() and (relative_to / p).exists(): return relative_to / p
-    if p.exists(): return p
+    if relative_to is not None and not p.is_absolute() and (relative_to / p).is_file(): return relative_to / p
+    if p.is_file(): return p
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory, not a config: give a preset name or a YAML file (a dataset directory goes "
+                          f"in data.path, e.g. `cpu_demo data.path={p}`)")
     if re.fullmatch(r"[\w\-]+", str(path_or_preset)):
         preset = _preset_dir() / f"{path_or_preset}.yaml"
         if preset.exists(): return preset

@@ -17,11 +17,12 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 
 from .backtest import check_backtest
 from .config import Config, InputError, load_config
-from .pipeline_runner import execute_pipeline, pipeline_path
+from .pipeline_runner import execute_pipeline, failed_notebook, pipeline_path
 from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
 from .report import compare_runs, load_run, oracle_summary
@@ -32,7 +33,8 @@ from .synthetic import check_data_path, weekdays
 # %% auto #0
 __all__ = ['TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
            'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'prepare_launch', 'start_job',
-           'wait_job', 'run_job', 'stream_command', 'split_params', 'run_pipeline', 'oos_headline', 'demo']
+           'wait_job', 'run_job', 'stream_command', 'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline',
+           'demo']
 
 # %% ../nbs/70_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -276,18 +278,6 @@ def stream_command(cmd: list[str], out=None, cwd=None, env: dict | None = None, 
 # %% ../nbs/70_launch.ipynb #59d96527
 PIPELINE_PARAMS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts", "fresh", "restart_fold", "report")
 
-def split_params(items) -> tuple[list[str], dict]:
-    "`key=value` items -> (config overrides for dotted keys, pipeline parameters for the others)."
-    overrides, params = [], {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep: raise LaunchError(f"-p {item}: expected key=value")
-        if "." in key: overrides.append(item)
-        elif key in PIPELINE_PARAMS: params[key] = yaml.safe_load(raw) if raw else None
-        else: raise LaunchError(f"-p {item}: unknown pipeline parameter `{key}`; parameters are {', '.join(PIPELINE_PARAMS)} "
-                                "(dotted keys such as trainer.epochs=2 are config overrides)")
-    return overrides, params
-
 # %% ../nbs/70_launch.ipynb #b9b680b7
 @contextlib.contextmanager
 def _environ(key: str, value: str | None):
@@ -308,6 +298,28 @@ def _exit_code(ename: str, evalue: str) -> int:
         c = todo.pop(); names.add(c.__name__); todo += c.__subclasses__()
     return 2 if ename in names else 1
 
+# %% ../nbs/70_launch.ipynb #b736c608
+def job_launchers(pid: int | None = None) -> list[psutil.Process]:
+    "The torchrun launchers (`python -m factor_forecasting.launch`) among the descendants of `pid` (default: this process)."
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if "factor_forecasting.launch" in p.cmdline(): out.append(p)
+        except psutil.Error: pass            # gone meanwhile
+    return out
+
+# %% ../nbs/70_launch.ipynb #d1da2933
+@contextlib.contextmanager
+def forwarding_stops():
+    "Inside the block SIGINT, SIGTERM and SIGHUP go to the job's torchrun launchers (which stop the workers gracefully)."
+    def forward(signum, frame):
+        for p in job_launchers():
+            with contextlib.suppress(psutil.Error): p.send_signal(signum)
+    handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try: yield
+    finally:
+        for s, h in handlers.items(): signal.signal(s, h)
+
 # %% ../nbs/70_launch.ipynb #aca3ad57
 def run_pipeline(config, overrides=(), name=None, params: dict | None = None, kernel: str | None = None,
                  log_output: bool = True) -> Path:
@@ -325,14 +337,14 @@ def run_pipeline(config, overrides=(), name=None, params: dict | None = None, ke
     node_rank = params.get("node_rank", 0)            # every node of a multi-node job keeps its own notebook
     out = la.run_dir / ("train.ipynb" if not node_rank else f"train_node{node_rank}.ipynb")
     holder = lock_job(la.run_dir) if node_rank == 0 else contextlib.nullcontext()
-    with holder, _environ(LOCK_ENV, str(os.getpid()) if node_rank == 0 else None):
+    with holder, _environ(LOCK_ENV, str(os.getpid()) if node_rank == 0 else None), forwarding_stops():
         failure = execute_pipeline("train", out, parameters, kernel, log_output=log_output,
                                    stdout_file=sys.stdout if log_output else None, stderr_file=sys.stderr if log_output else None)
     if failure is not None:
         evalue = (failure.evalue or "").strip()
         said = evalue.split("\n(the job exited with status ")[0] if failure.ename == "JobFailed" else evalue.split("\n")[0]
         raise PipelineFailed(f"{said or failure.ename}\n(the train pipeline failed with {failure.ename}; the executed notebook "
-                             f"shows it: {out})", _exit_code(failure.ename, evalue))
+                             f"shows it: {failed_notebook(out)})", _exit_code(failure.ename, evalue))
     return la.run_dir
 
 # %% ../nbs/70_launch.ipynb #c6846843

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from tqdm import tqdm
 
 from .config import InputError
 
 # %% auto #0
-__all__ = ['STALE_S', 'EXIT_CODES', 'NO_HEARTBEAT_EXIT', 'STATUSES', 'CLEAR', 'MonitorError', 'read_heartbeat', 'run_status',
-           'finished_heartbeat', 'MetricsTail', 'Snapshot', 'snapshot', 'render', 'monitor']
+__all__ = ['STALE_S', 'EXIT_CODES', 'NO_HEARTBEAT_EXIT', 'STATUSES', 'CLEAR', 'MonitorError', 'read_heartbeat', 'writer_gone',
+           'run_status', 'finished_heartbeat', 'MetricsTail', 'Snapshot', 'snapshot', 'render', 'monitor']
 
 # %% ../nbs/80_monitor.ipynb #5db23715
 STALE_S = 60.0                     # a running run whose heartbeat is older than this is reported as stalled
@@ -50,11 +52,15 @@ def read_heartbeat(run_dir) -> dict:
     return hb
 
 # %% ../nbs/80_monitor.ipynb #32ea5b78
+def writer_gone(hb: dict) -> bool:
+    "The heartbeat's writer ran on this host and its process no longer exists (killed outright: no last heartbeat)."
+    return hb.get("host") == socket.gethostname() and isinstance(hb.get("pid"), int) and not psutil.pid_exists(hb["pid"])
+
 def run_status(hb: dict, now: float | None = None, stale_s: float = STALE_S) -> str:
-    "`finished` / `failed` as the trainer says; a `running` heartbeat older than `stale_s` is `stalled`."
+    "`finished` / `failed` / `stopped` as the trainer says; a `running` heartbeat older than `stale_s`, or whose writer is gone, is `stalled`."
     if hb["status"] != "running": return hb["status"]
     now = time.time() if now is None else now
-    return "stalled" if now - hb["time"] > stale_s else "running"
+    return "stalled" if now - hb["time"] > stale_s or writer_gone(hb) else "running"
 
 # %% ../nbs/80_monitor.ipynb #19b3c020
 def finished_heartbeat(run_dir) -> dict | None:

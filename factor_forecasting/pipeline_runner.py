@@ -17,7 +17,7 @@ from .atomic import atomic_target
 from .config import InputError
 
 # %% auto #0
-__all__ = ['pipeline_path', 'execute_pipeline']
+__all__ = ['pipeline_path', 'failed_notebook', 'execute_pipeline']
 
 # %% ../nbs/04_pipeline_runner.ipynb #9ef3255b
 def pipeline_path(name: str) -> Path:
@@ -30,10 +30,17 @@ def pipeline_path(name: str) -> Path:
     if not p.exists(): raise InputError(f"pipeline notebook not found: {p} (no pipeline `{name}` in {where})")
     return p
 
+# %% ../nbs/04_pipeline_runner.ipynb #f870d301
+def failed_notebook(out) -> Path:
+    "Where a failed execution of the notebook `out` is written (`train.ipynb` -> `train.failed.ipynb`)."
+    out = Path(out)
+    return out.with_name(f"{out.stem}.failed{out.suffix}")
+
 # %% ../nbs/04_pipeline_runner.ipynb #b3b7e36d
 def execute_pipeline(name: str, out, parameters: dict, kernel: str | None = None, **papermill_kwargs):
     """Execute the pipeline notebook `name` with `parameters` into `out`; returns the failing cell's
-    `PapermillExecutionError` (the notebook is written either way), or None."""
+    `PapermillExecutionError`, or None. A failed execution goes to `failed_notebook(out)`, so it never replaces the
+    last good `out`."""
     import papermill                                    # papermill and jupyter take seconds to import: only here
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
@@ -50,8 +57,9 @@ def execute_pipeline(name: str, out, parameters: dict, kernel: str | None = None
                                     "--IPKernelApp.log_level=CRITICAL"],
                               display_name=f"Python ({sys.executable})", language="python")
 
-    failure = None
-    with tempfile.TemporaryDirectory(prefix="ff-kernel-") as sockets, atomic_target(out) as tmp, warnings.catch_warnings():
+    failure, out = None, Path(out)
+    executed = out.with_name(f".{out.stem}.executed{out.suffix}")     # whole once written; renamed by outcome below
+    with tempfile.TemporaryDirectory(prefix="ff-kernel-") as sockets, atomic_target(executed) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The specified file .* does not end in")   # the temporary name
         ipc = TraitletsConfig({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "ipc"),
                                                   "connection_file": os.path.join(sockets, "kernel.json")}})
@@ -61,4 +69,5 @@ def execute_pipeline(name: str, out, parameters: dict, kernel: str | None = None
                                        kernel_manager_class=AsyncKernelManager if kernel else ThisPythonKernel,
                                        cwd=os.getcwd(), progress_bar=False, **papermill_kwargs)
         except PapermillExecutionError as e: failure = e
+    os.replace(executed, out if failure is None else failed_notebook(out))
     return failure

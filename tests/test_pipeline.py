@@ -37,7 +37,7 @@ def test_failing_job_says_its_own_error_first(tmp_path):
     bad.write_bytes(b"not a parquet file")          # the launcher's checks read file names: the job finds it
     res = ff("run", "tiny.yaml", "run.name=broken", "--nproc", "2", "data.leak_check=false", cwd=tmp_path)                  # the leak check would read it before the job
     assert res.returncode == 2, res.stderr[-3000:]
-    nb_path = tmp_path / "runs" / "broken" / "train.ipynb"
+    nb_path = tmp_path / "runs" / "broken" / "train.failed.ipynb"       # a failed run never replaces a good train.ipynb
     said = res.stderr[res.stderr.index("ff: error: "):].strip().splitlines()
     assert f"{bad}: unreadable parquet file" in "\n".join(said[:-1]), res.stderr[-3000:]
     assert said[-1] == f"(the train pipeline failed with JobFailed; the executed notebook shows it: {nb_path})", said
@@ -48,6 +48,7 @@ def test_failing_job_says_its_own_error_first(tmp_path):
                   for o in c.get("outputs", []))
     assert not any(s in log for s in ("ChildFailedError", "Traceback", "[rank")), log[-3000:]   # one line, not a dump
     assert not (tmp_path / "runs" / "broken" / "ic_report.html").exists()
+    assert not (tmp_path / "runs" / "broken" / "train.ipynb").exists()
 
 
 def test_checks_before_anything_starts(tmp_path):
@@ -103,3 +104,27 @@ def test_killed_ff_run_takes_its_job_down_and_demo_resumes(tmp_path):
 def _lines(path):
     try: return path.read_text().splitlines()
     except FileNotFoundError: return []
+
+
+def test_sigterm_to_ff_run_stops_the_job_and_says_so(tmp_path):
+    """SIGTERM to `ff run`: forwarded to the job, which stops with a checkpoint; `ff` waits for it, says `stopped`,
+    exits 143, and leaves no process, no kernel directory and no train.ipynb from the stopped attempt."""
+    write_tiny(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    run_dir = tmp_path / "runs" / "term"
+    t0 = time.time()
+    p = subprocess.Popen([FF, "run", "tiny.yaml", "run.name=term"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    while not any(json.loads(l)["kind"] == "train" for l in _lines(run_dir / "metrics.jsonl")):
+        assert p.poll() is None and time.time() - t0 < 240, "the job never reached a training step"
+        time.sleep(0.1)
+    tree = psutil.Process(p.pid).children(recursive=True)
+    p.terminate()
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 143, err[-3000:]
+    assert "ff: stopped by SIGTERM at fold" in err and "checkpoint saved" in err, err[-3000:]
+    gone, alive = psutil.wait_procs(tree, timeout=5)                     # nothing outlives `ff`
+    assert not alive, alive
+    assert json.loads((run_dir / "heartbeat.json").read_text())["status"] == "stopped"
+    assert list((tmp_path / "tmp").glob("ff-kernel-*")) == []             # the kernel's socket directory is gone
+    assert (run_dir / "train.failed.ipynb").exists() and not (run_dir / "train.ipynb").exists()

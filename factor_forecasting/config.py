@@ -32,12 +32,12 @@ from .atomic import atomic_target
 
 # %% auto #0
 __all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat',
-           'Fraction', 'Date', 'NonEmptyStr', 'MODEL_NAMES', 'MODEL_NAME', 'TARGETS', 'SESSION_MINUTES', 'PATH_KEYS',
-           'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig', 'DataConfig', 'ModelConfig',
-           'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig', 'BacktestConfig', 'RunConfig', 'Config',
-           'InputError', 'ConfigError', 'config_keys', 'field_rules', 'config_from_dict', 'check_section',
-           'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths', 'DuplicateKey', 'load_yaml',
-           'load_config', 'save_config']
+           'Fraction', 'Date', 'NonEmptyStr', 'RUN_NAME', 'RunName', 'MODEL_NAMES', 'MODEL_NAME', 'TARGETS',
+           'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig',
+           'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
+           'BacktestConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
+           'config_from_dict', 'check_section', 'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths',
+           'DuplicateKey', 'load_yaml', 'load_config', 'save_config']
 
 # %% ../nbs/01_config.ipynb #10197537
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ NonNegativeFloat = Annotated[float, at_least(0)]
 Fraction = Annotated[float, at_least(0), at_most(1)]
 Date = Annotated[int, YYYYMMDD]
 NonEmptyStr = Annotated[str, NON_EMPTY]
+RUN_NAME = Rule(lambda v: re.fullmatch(r"[\w][\w.\-]*", v) is not None,
+                "a plain directory name (letters, digits, _ . -; no path separators, not starting with a dot)")
+RunName = Annotated[str, RUN_NAME]
 
 MODEL_NAMES = ["tcn_attention", "linear", "mlp", "gru"]   # what `model.name` accepts: the built-in models; `model.register_model` appends
 
@@ -226,7 +229,7 @@ class BacktestConfig:
 @dataclass
 class RunConfig:
     "Where a run writes and how it is seeded."
-    name: NonEmptyStr = "default"
+    name: RunName = "default"            # the run directory's name inside run.root (never a path)
     root: NonEmptyStr = "outputs/runs"  # run directory = root/name; relative: as `data.path`
     nproc_per_node: Union[PositiveInt, Literal["auto"]] = "auto"  # processes per machine under torchrun; auto = GPUs if trainer.device allows, else 1
     seed: NonNegativeInt = 0

@@ -32,9 +32,9 @@ from .synthetic import check_data_path, weekdays
 
 # %% auto #0
 __all__ = ['TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
-           'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'prepare_launch', 'start_job',
-           'wait_job', 'run_job', 'stream_command', 'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline',
-           'demo']
+           'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'check_outside_data',
+           'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command', 'job_launchers', 'forwarding_stops',
+           'run_pipeline', 'oos_headline', 'demo']
 
 # %% ../nbs/70_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -198,6 +198,14 @@ class Launch:
     def __str__(self):
         return f"run directory: {self.run_dir}\nprocesses per node: {self.nproc_per_node}\ncommand: {shlex.join(self.cmd)}"
 
+# %% ../nbs/70_launch.ipynb #d13587ca
+def check_outside_data(run_dir, data_path) -> None:
+    "`LaunchError` when the run directory is the dataset directory or inside it (its files would land among the day files)."
+    run_dir, data = Path(run_dir).resolve(), Path(data_path).resolve()
+    if run_dir == data or data in run_dir.parents:
+        raise LaunchError(f"run directory {run_dir} is inside the dataset directory {data} (data.path): its files would land "
+                          "among the day files; set run.root to a directory outside the data")
+
 # %% ../nbs/70_launch.ipynb #2f3d96d6
 def prepare_launch(config, overrides=(), run_name=None, nproc_per_node=None, nnodes=1, node_rank=0,
                    rdzv_endpoint=None, max_restarts=0, fresh=False, restart_fold=False, gpus=None) -> Launch:
@@ -209,6 +217,7 @@ def prepare_launch(config, overrides=(), run_name=None, nproc_per_node=None, nno
     label = source if Path(source).is_file() else f"preset `{source}`"
     check_backtest(cfg.backtest, cfg.data.targets, label)   # the report's backtest, before hours of training
     n = preflight(cfg, nproc_per_node, label, gpus)
+    check_outside_data(cfg.run_dir, cfg.data.path)
     check_data(cfg)
     if node_rank == 0: check_job_lock(cfg.run_dir.resolve())
     cmd = torchrun_command(source, overrides, n, nnodes, node_rank, rdzv_endpoint, max_restarts, cfg.run.name, fresh, restart_fold)

@@ -31,10 +31,10 @@ from .schema import day_files, leak_pairs, LEAK_RANK_IC, leak_sample, read_parqu
 from .synthetic import check_data_path, weekdays
 
 # %% auto #0
-__all__ = ['TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
-           'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'check_outside_data',
-           'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command', 'job_launchers', 'forwarding_stops',
-           'run_pipeline', 'oos_headline', 'demo']
+__all__ = ['GRACEFUL_STOP_S', 'TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count',
+           'preflight', 'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch',
+           'check_outside_data', 'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command',
+           'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline', 'demo']
 
 # %% ../nbs/70_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -111,12 +111,16 @@ def check_data(cfg: Config) -> list:
                           "reach before the first day of data; lower data.seq_len (or model.layers), or raise rolling.train_days")
     return folds
 
+# %% ../nbs/70_launch.ipynb #2a32f0c0
+GRACEFUL_STOP_S = 300     # seconds torchrun gives its workers to stop with a checkpoint before it kills them
+
 # %% ../nbs/70_launch.ipynb #8b113798
 def torchrun_command(config: str, overrides=(), nproc_per_node: int = 1, nnodes: int = 1, node_rank: int = 0,
                      rdzv_endpoint: str | None = None, max_restarts: int = 0, rdzv_id: str = "factor_forecasting",
                      fresh: bool = False, restart_fold: bool = False, python: str = sys.executable) -> list[str]:
     "The argv that launches the trainer under torchrun (`torchrun_main`: torchrun's own flags)."
-    cmd = [python, "-m", "factor_forecasting.launch", f"--nproc_per_node={nproc_per_node}", f"--max_restarts={max_restarts}"]
+    cmd = [python, "-m", "factor_forecasting.launch", f"--nproc_per_node={nproc_per_node}", f"--max_restarts={max_restarts}",
+           f"--shutdown_timeout={GRACEFUL_STOP_S}"]
     if nnodes == 1 and not rdzv_endpoint:
         cmd += ["--standalone", "--nnodes=1"]
     else:

@@ -15,15 +15,15 @@ import pandas as pd
 from .config import InputError, load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
-from .metrics import (backtest, daily_ic, ic_table, long_short, newey_west_lags, paired_rank_ic_test,
-                                        quantile_frame, summarize)
-from .report import ReportFailed, Run, load_run, to_html
+from .metrics import (daily_ic, ic_table, long_short, newey_west_lags, newey_west_t, quantile_frame,
+                                        summarize)
+from .report import ReportFailed, Run, backtest, load_run, to_html
 from .rolling import horizon_days
 
 # %% auto #0
 __all__ = ['SWEEP_INDEX', 'KINDS', 'FIGURES', 'TEST_COLUMNS', 'FORMATS', 'KIND_COLORS', 'COMPARE_PAGE', 'Row', 'read_sweep',
-           'resolve_sources', 'oos_days', 'check_same_days', 'run_figures', 'Comparison', 'compare', 'display_table',
-           'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
+           'resolve_sources', 'oos_days', 'check_same_days', 'paired_rank_ic_test', 'run_figures', 'Comparison',
+           'compare', 'display_table', 'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
 
 # %% ../nbs/65_compare.ipynb #a7c9e1f3
 SWEEP_INDEX = "sweep.json"
@@ -115,6 +115,25 @@ def check_same_days(run_dirs: list) -> int:
             raise InputError(f"{r}: its OOS days differ from {first}'s ({'; '.join(parts)}): "
                              "rows are compared only on the same test days")
     return len(ref)
+
+# %% ../nbs/65_compare.ipynb #51875a2a
+def paired_rank_ic_test(daily_a: pd.Series, daily_b: pd.Series, lags: int) -> dict:
+    """Paired Newey–West test of the daily series `daily_a - daily_b` (indexed by date, over the same days):
+    `mean_a`, `mean_b`, `mean_diff`, `se`, `t`, `p`, `days` (pairs used), `lags`."""
+    a, b = (pd.Series(s, dtype=np.float64) for s in (daily_a, daily_b))
+    na, nb = (s.name if s.name is not None else name for s, name in ((daily_a, "series a"), (daily_b, "series b")))
+    if a.index.has_duplicates or b.index.has_duplicates:
+        raise InputError(f"paired test: {na if a.index.has_duplicates else nb}: a day appears twice in a daily series")
+    only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
+    if len(only_a) or len(only_b):
+        raise InputError(f"paired test: {na} and {nb} do not cover the same days ("
+                         + "; ".join(f"only {n}: {len(d)} day(s) {_days_text(d)}" for n, d in ((na, only_a), (nb, only_b)) if len(d))
+                         + "): compare predictions over the same days")
+    b = b.reindex(a.index)
+    ok = np.isfinite(a.to_numpy()) & np.isfinite(b.to_numpy())
+    nw = newey_west_t(a.to_numpy()[ok] - b.to_numpy()[ok], lags)
+    return {"mean_a": float(a[ok].mean()) if ok.any() else np.nan, "mean_b": float(b[ok].mean()) if ok.any() else np.nan,
+            "mean_diff": nw["mean"], "se": nw["se"], "t": nw["t"], "p": nw["p"], "days": nw["n"], "lags": nw["lags"]}
 
 # %% ../nbs/65_compare.ipynb #c5e7a9b1
 FIGURES = ["IC", "RankIC", "RankICIR", "long-short", "cost-adj IR", "turnover"]   # per run and target, mean ± std over seeds

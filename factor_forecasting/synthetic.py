@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .config import SESSION_MINUTES, TARGETS, Config, DataConfig, InputError, SynthConfig, check_section
 from .atomic import atomic_target
-from .metrics import NEUTRAL, daily_ic, ic_frame, ic_summary, neutral_ic_frames, neutral_table
+from .metrics import daily_ic, ic_frame, ic_summary
+from .groups import NEUTRAL, neutral_ic_frames, neutral_table
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,8 @@ def check_data(cfg: Config) -> list:
     "The walk-forward folds of `cfg`'s data, from file names and one column of one file; `InputError` naming what cannot work."
     from factor_forecasting.rolling import horizon_days, make_folds
     from factor_forecasting.schema import LEAK_RANK_IC, day_files, leak_pairs, leak_sample, read_parquet, resolve_columns
-    from factor_forecasting.synthetic import check_data_path, weekdays
+    from factor_forecasting.synthetic import check_data_path
+    from factor_forecasting.market import weekdays
     d = cfg.data
     if check_data_path(cfg):                        # the trainer generates the synthetic market there: its days
         dates = [x for x in weekdays(d.synth.start, d.synth.days) if (d.start is None or x >= d.start) and (d.end is None or x <= d.end)]

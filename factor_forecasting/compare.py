@@ -18,6 +18,7 @@ from .pipeline_runner import execute_pipeline
 from .metrics import (daily_ic, ic_table, long_short, newey_west_lags, newey_west_t, quantile_frame,
                                         summarize)
 from .report import ReportFailed, Run, backtest, load_run, to_html
+from .report_figures import figure_row, to_dates
 from .rolling import horizon_days
 
 # %% auto #0
@@ -245,21 +246,14 @@ def display_table(cmp: Comparison, target: str) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("row")
 
 # %% ../nbs/65_compare.ipynb #c7e9a1b3
-import matplotlib.pyplot as plt
-
 KIND_COLORS = {"model": "tab:blue", "ensemble": "tab:green", "peer": "tab:orange", "run": "tab:blue"}
-
-def _axes(cmp: Comparison, title: str, width: float = 6.5, height: float = 3.6):
-    fig, axes = plt.subplots(1, len(cmp.targets), figsize=(width * len(cmp.targets), height), squeeze=False)
-    fig.suptitle(title, fontweight="bold")
-    return fig, axes[0]
 
 def fig_cumulative_rank_ic(cmp: Comparison):
     "Cumulative daily OOS RankIC per row and target; the reference drawn thick."
-    fig, axes = _axes(cmp, f"Cumulative OOS RankIC (reference: {cmp.reference})")
+    fig, axes = figure_row(len(cmp.targets), f"Cumulative OOS RankIC (reference: {cmp.reference})")
     for ax, t in zip(axes, cmp.targets):
         d = cmp.daily[t]
-        dates = pd.to_datetime(pd.Series(d.index).astype(str), format="%Y%m%d")
+        dates = to_dates(d.index)
         for label in d.columns:
             ax.plot(dates, d[label].fillna(0).cumsum().to_numpy(), label=label, lw=2.8 if label == cmp.reference else 1.2)
         ax.set_title(t); ax.set_ylabel("cumulative RankIC"); ax.tick_params(axis="x", labelrotation=30)
@@ -267,9 +261,10 @@ def fig_cumulative_rank_ic(cmp: Comparison):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/65_compare.ipynb #bccf8105
 def fig_rank_ic_bars(cmp: Comparison):
     "OOS RankIC per row and target: bar = mean over seeds, error bar = their std, a dot per seed."
-    fig, axes = _axes(cmp, "OOS RankIC: mean over seeds ± std (dots: seeds)")
+    fig, axes = figure_row(len(cmp.targets), "OOS RankIC: mean over seeds ± std (dots: seeds)")
     for ax, t in zip(axes, cmp.targets):
         tab = cmp.table[cmp.table.target == t].reset_index(drop=True)
         x = np.arange(len(tab))

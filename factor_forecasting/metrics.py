@@ -16,8 +16,8 @@ from .runtime import usable_cpus
 # %% auto #0
 __all__ = ['CHUNK_ROWS', 'THREADS', 'SAMPLES', 'HEADLINE', 'cross_section_ic', 'cross_section_rank', 'cross_section_codes',
            'ic_frame', 'daily_ic', 'ic_summary', 'ic_table', 'summarize', 'headline_table', 'fold_table', 'monthly_ic',
-           'quantile_frame', 'long_short', 'top_turnover', 'rank_autocorr', 'cross_horizon', 'newey_west_lags',
-           'newey_west_t']
+           'ic_by_split', 'quantile_frame', 'long_short', 'top_turnover', 'rank_autocorr', 'cross_horizon',
+           'newey_west_lags', 'newey_west_t']
 
 # %% ../nbs/03_metrics.ipynb #e660abc4
 def _to_matrix(values: np.ndarray, flat: np.ndarray, shape: tuple[int, int], fill: float) -> np.ndarray:
@@ -296,6 +296,17 @@ def monthly_ic(daily: pd.Series) -> pd.DataFrame:
     "Year x month table of the mean daily IC (daily series indexed by YYYYMMDD dates)."
     d = pd.Series(np.asarray(daily, dtype=np.float64), index=np.asarray(daily.index, dtype=np.int64))
     return d.groupby([d.index // 10000, d.index // 100 % 100]).mean().unstack().rename_axis(index="year", columns="month")
+
+# %% ../nbs/03_metrics.ipynb #ecf73b8d
+def ic_by_split(df: pd.DataFrame, targets: list[str], min_stocks: int = 10, metrics: tuple[str, ...] = ("ic", "rank_ic"),
+                time_col: str | None = "time") -> dict:
+    "Mean daily `metrics` (`ic`, `rank_ic`) per split and target of a predictions frame, keyed `<split>_<metric>/<target>`."
+    out = {}
+    for split, part in df.groupby("split"):
+        for t in targets:
+            d = daily_ic(ic_frame(part, f"pred_{t}", t, time_col=time_col, min_stocks=min_stocks))
+            out.update({f"{split}_{m}/{t}": float(d[m].mean()) for m in metrics})
+    return out
 
 # %% ../nbs/03_metrics.ipynb #f3b79487
 def _buckets(p: np.ndarray, codes: np.ndarray, n_groups: int, q: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .config import Config, InputError, load_config
 from .atomic import atomic_target
@@ -70,7 +71,6 @@ def load_run(run_dir, targets: list[str] | None = None) -> Run:
     targets = list(targets or cfg.data.targets)
     path = run_dir / "predictions.parquet"
     if not path.exists(): raise ReportError(f"{path}: not found (the run has not written its predictions yet)")
-    import pyarrow.parquet as pq
     try: names = pq.read_schema(path).names
     except Exception as e: raise ReportError(f"{path}: not a readable parquet file ({e})") from None
     missing = [c for c in required_columns(cfg, targets) if c not in names]
@@ -121,7 +121,6 @@ def compare_runs(runs: list, targets: list[str], min_stocks: int = 10) -> pd.Dat
 def group_frame(run: Run) -> tuple[pd.DataFrame | None, str, str | None, str | None]:
     """The run's OOS rows with the data's group and size columns joined from its day files: `(frame, why, group, size)`;
     `frame` is None (and `why` says why) when there is no OOS row, no data directory or neither column."""
-    import pyarrow.parquet as pq
     d, oos = run.config.data, run.oos
     if oos.empty: return None, "no OOS rows", None, None
     keys = [d.date_col] + ([d.time_col] if d.time_col else []) + [d.sid_col]

@@ -5,6 +5,7 @@
 # %% ../nbs/63_report_figures.ipynb #daaefda9
 from __future__ import annotations
 
+import matplotlib.patches as mpatches
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -14,16 +15,19 @@ from .groups import group_daily_ic
 from .report import Attribution
 
 # %% auto #0
-__all__ = ['MAX_MONTHS', 'MAX_ANNOTATED_COLUMNS', 'MAX_ANNOTATED_ROWS', 'ROLE_COLORS', 'MAX_LAG_FEATURES', 'fig_daily_ic',
-           'fig_cumulative_ic', 'fig_ic_hist', 'fig_monthly', 'fig_group_heatmap', 'fig_group_long_short',
-           'fig_deciles', 'fig_long_short', 'fig_turnover', 'fig_cross_horizon', 'fig_equity', 'fig_training',
-           'fig_permutation', 'fig_lag_attribution']
+__all__ = ['MAX_MONTHS', 'MAX_ANNOTATED_COLUMNS', 'MAX_ANNOTATED_ROWS', 'ROLE_COLORS', 'MAX_LAG_FEATURES', 'to_dates',
+           'figure_row', 'fig_daily_ic', 'fig_cumulative_ic', 'fig_ic_hist', 'fig_monthly', 'fig_group_heatmap',
+           'fig_group_long_short', 'fig_deciles', 'fig_long_short', 'fig_turnover', 'fig_cross_horizon', 'fig_equity',
+           'fig_training', 'fig_permutation', 'fig_lag_attribution']
 
 # %% ../nbs/63_report_figures.ipynb #bc7f8751
-def _dates(idx) -> pd.DatetimeIndex: return pd.to_datetime(pd.Series(idx).astype(str), format="%Y%m%d")
+def to_dates(idx) -> pd.DatetimeIndex:
+    "YYYYMMDD integers as dates (for a date axis)."
+    return pd.to_datetime(pd.Series(idx).astype(str), format="%Y%m%d")
 
 # %% ../nbs/63_report_figures.ipynb #1cd0f728
-def _grid(n: int, title: str, width: float = 6.0, height: float = 3.2):
+def figure_row(n: int, title: str, width: float = 6.0, height: float = 3.2):
+    "A figure of `n` panels in a row under a bold `title`, and its `n` axes."
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
     fig.suptitle(title, fontweight="bold")
     return fig, axes[0]
@@ -31,11 +35,11 @@ def _grid(n: int, title: str, width: float = 6.0, height: float = 3.2):
 # %% ../nbs/63_report_figures.ipynb #b82e4e86
 def fig_daily_ic(daily: dict, targets: list[str], sample: str = "OOS", window: int = 20):
     "Daily RankIC per target (bars) with its rolling mean (line)."
-    fig, axes = _grid(len(targets), f"Daily RankIC ({sample}) with {window}-day rolling mean")
+    fig, axes = figure_row(len(targets), f"Daily RankIC ({sample}) with {window}-day rolling mean")
     for ax, t in zip(axes, targets):
         d = daily.get((t, sample))
         if d is None or d.empty: ax.set_title(f"{t}: no {sample} days"); continue
-        x = _dates(d.index)
+        x = to_dates(d.index)
         ax.bar(x, d.rank_ic.to_numpy(), color=np.where(d.rank_ic > 0, "tab:green", "tab:red"), alpha=0.5, label="daily")
         ax.plot(x, d.rank_ic.rolling(window, min_periods=1).mean().to_numpy(), color="black", label=f"{window}-day mean")
         ax.axhline(0, color="grey", lw=0.8); ax.set_title(t); ax.set_xlabel("date"); ax.set_ylabel("RankIC")
@@ -46,12 +50,12 @@ def fig_daily_ic(daily: dict, targets: list[str], sample: str = "OOS", window: i
 # %% ../nbs/63_report_figures.ipynb #547879ea
 def fig_cumulative_ic(daily: dict, targets: list[str]):
     "Cumulative daily IC and RankIC per target, in-sample and OOS side by side."
-    fig, axes = _grid(2, "Cumulative daily IC (solid: RankIC, dashed: IC)")
+    fig, axes = figure_row(2, "Cumulative daily IC (solid: RankIC, dashed: IC)")
     for ax, sample in zip(axes, SAMPLES.values()):
         for i, t in enumerate(targets):
             d = daily.get((t, sample))
             if d is None or d.empty: continue
-            x, c = _dates(d.index), f"C{i}"
+            x, c = to_dates(d.index), f"C{i}"
             ax.plot(x, d.rank_ic.fillna(0).cumsum().to_numpy(), color=c, label=f"{t} RankIC")
             ax.plot(x, d.ic.fillna(0).cumsum().to_numpy(), color=c, ls="--", label=f"{t} IC")
         ax.set_title(sample); ax.set_xlabel("date"); ax.set_ylabel("cumulative IC"); ax.tick_params(axis="x", labelrotation=30)
@@ -63,7 +67,7 @@ def fig_cumulative_ic(daily: dict, targets: list[str]):
 # %% ../nbs/63_report_figures.ipynb #cddbb504
 def fig_ic_hist(daily: dict, targets: list[str], sample: str = "OOS"):
     "Distribution of the daily RankIC per target, with its mean."
-    fig, axes = _grid(len(targets), f"Distribution of daily RankIC ({sample})")
+    fig, axes = figure_row(len(targets), f"Distribution of daily RankIC ({sample})")
     for ax, t in zip(axes, targets):
         d = daily.get((t, sample))
         if d is None or d.rank_ic.dropna().empty: ax.set_title(f"{t}: no {sample} days"); continue
@@ -99,16 +103,16 @@ def fig_monthly(daily: dict, targets: list[str]):
     target x year heatmap (the title says so)."""
     series = {t: daily[(t, "OOS")].rank_ic for t in targets if (t, "OOS") in daily and not daily[(t, "OOS")].empty}
     if not series:
-        fig, axes = _grid(1, "Monthly mean RankIC (OOS)"); axes[0].set_title("no OOS days"); axes[0].axis("off"); return fig
+        fig, axes = figure_row(1, "Monthly mean RankIC (OOS)"); axes[0].set_title("no OOS days"); axes[0].axis("off"); return fig
     table, unit = _by_period(pd.DataFrame(series))
     if unit == "year":
         months = len(np.unique(np.asarray(pd.DataFrame(series).index, dtype=np.int64) // 100))
-        fig, axes = _grid(1, f"Yearly mean RankIC (OOS): {months} months, too many to show, aggregated to years", width=min(2 + 0.6 * table.shape[1], 20),
+        fig, axes = figure_row(1, f"Yearly mean RankIC (OOS): {months} months, too many to show, aggregated to years", width=min(2 + 0.6 * table.shape[1], 20),
                           height=1.5 + 0.5 * len(table))
         _heatmap(axes[0], table); axes[0].set_xlabel("year"); axes[0].set_ylabel("target")
     else:
         m = {t: monthly_ic(s) for t, s in series.items()}
-        fig, axes = _grid(len(targets), "Monthly mean RankIC (OOS)", height=2.2 + 0.5 * max(len(v) for v in m.values()))
+        fig, axes = figure_row(len(targets), "Monthly mean RankIC (OOS)", height=2.2 + 0.5 * max(len(v) for v in m.values()))
         for ax, t in zip(axes, targets):
             if t not in m: ax.set_title(f"{t}: no OOS days"); ax.axis("off"); continue
             _heatmap(ax, m[t]); ax.set_title(t); ax.set_xlabel("month"); ax.set_ylabel("year")
@@ -121,7 +125,7 @@ def fig_group_heatmap(frames: dict, targets: list[str], group: str):
     tables = {t: _by_period(group_daily_ic(frames[t], "rank_ic", group).rename(columns=str)) for t in targets if t in frames}
     unit = next(iter(tables.values()))[1] if tables else "month"
     rows = max((len(tb) for tb, _ in tables.values()), default=1)
-    fig, axes = _grid(len(targets), f"RankIC by {group} and {unit} (OOS)" + (": too many months, aggregated to years"
+    fig, axes = figure_row(len(targets), f"RankIC by {group} and {unit} (OOS)" + (": too many months, aggregated to years"
                       if unit == "year" else ""), width=min(3 + 0.45 * max((tb.shape[1] for tb, _ in tables.values()), default=1), 14),
                       height=1.5 + 0.35 * rows)
     for ax, t in zip(axes, targets):
@@ -133,7 +137,7 @@ def fig_group_heatmap(frames: dict, targets: list[str], group: str):
 # %% ../nbs/63_report_figures.ipynb #e83bace4
 def fig_group_long_short(ls: dict, targets: list[str], group: str):
     "Mean daily long-short spread (top minus bottom prediction quantile) within each group, per target (OOS)."
-    fig, axes = _grid(len(targets), f"Long-short within each {group}, mean daily spread (OOS)")
+    fig, axes = figure_row(len(targets), f"Long-short within each {group}, mean daily spread (OOS)")
     for ax, t in zip(axes, targets):
         s = ls[t].mean() * 1e4
         ax.bar(s.index.astype(str), s.to_numpy(), color=np.where(s > 0, "tab:green", "tab:red"))
@@ -145,7 +149,7 @@ def fig_group_long_short(ls: dict, targets: list[str], group: str):
 # %% ../nbs/63_report_figures.ipynb #b4b8c615
 def fig_deciles(quantiles: dict, targets: list[str]):
     "Mean OOS target per prediction group (1 = lowest predictions)."
-    fig, axes = _grid(len(targets), "Mean target by prediction quantile (OOS)")
+    fig, axes = figure_row(len(targets), "Mean target by prediction quantile (OOS)")
     for ax, t in zip(axes, targets):
         s = quantiles[t]
         ax.bar(s.index.astype(str), s.to_numpy() * 1e4, color=np.where(s > 0, "tab:green", "tab:red"))
@@ -156,9 +160,9 @@ def fig_deciles(quantiles: dict, targets: list[str]):
 # %% ../nbs/63_report_figures.ipynb #eabeaee7
 def fig_long_short(ls: dict, targets: list[str]):
     "Cumulative daily mean long-short spread (top minus bottom quantile) per target."
-    fig, axes = _grid(1, "Cumulative long-short spread, top minus bottom quantile (OOS)", width=9)
+    fig, axes = figure_row(1, "Cumulative long-short spread, top minus bottom quantile (OOS)", width=9)
     ax = axes[0]
-    for t in targets: ax.plot(_dates(ls[t].index), ls[t].cumulative.to_numpy() * 1e4, label=t)
+    for t in targets: ax.plot(to_dates(ls[t].index), ls[t].cumulative.to_numpy() * 1e4, label=t)
     ax.axhline(0, color="grey", lw=0.8); ax.set_xlabel("date"); ax.set_ylabel("cumulative spread (bps)"); ax.legend()
     fig.tight_layout()
     return fig
@@ -166,11 +170,11 @@ def fig_long_short(ls: dict, targets: list[str]):
 # %% ../nbs/63_report_figures.ipynb #852a319c
 def fig_turnover(turnover: dict, targets: list[str], window: int = 5):
     "Top-quantile turnover and prediction rank autocorrelation between consecutive cross-sections, daily means."
-    fig, axes = _grid(2, "Signal persistence between consecutive cross-sections (OOS, daily mean)")
+    fig, axes = figure_row(2, "Signal persistence between consecutive cross-sections (OOS, daily mean)")
     for t in targets:
         d = turnover[t].groupby(turnover[t].columns[0]).mean(numeric_only=True)
-        axes[0].plot(_dates(d.index), d.turnover.to_numpy(), label=t)
-        axes[1].plot(_dates(d.index), d.autocorr.to_numpy(), label=t)
+        axes[0].plot(to_dates(d.index), d.turnover.to_numpy(), label=t)
+        axes[1].plot(to_dates(d.index), d.autocorr.to_numpy(), label=t)
     for ax, what in zip(axes, ["top-quantile turnover", "prediction rank autocorrelation"]):
         ax.set_title(what); ax.set_xlabel("date"); ax.set_ylabel(what); ax.legend(fontsize=8); ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
@@ -180,7 +184,7 @@ def fig_turnover(turnover: dict, targets: list[str], window: int = 5):
 def fig_cross_horizon(matrix: pd.DataFrame):
     "Mean daily OOS RankIC of every prediction head against every target."
     import seaborn as sns
-    fig, axes = _grid(1, "IC decay: prediction head x target, mean daily RankIC (OOS)", width=1.8 + 1.6 * matrix.shape[1],
+    fig, axes = figure_row(1, "IC decay: prediction head x target, mean daily RankIC (OOS)", width=1.8 + 1.6 * matrix.shape[1],
                       height=1.2 + 0.9 * matrix.shape[0])
     sns.heatmap(matrix, ax=axes[0], annot=True, fmt=".4f", cmap="RdYlGn", center=0, cbar_kws={"label": "RankIC"})
     axes[0].set_xlabel("target"); axes[0].set_ylabel("prediction head")
@@ -190,9 +194,9 @@ def fig_cross_horizon(matrix: pd.DataFrame):
 # %% ../nbs/63_report_figures.ipynb #2c85f483
 def fig_equity(bt: pd.DataFrame, summary: dict):
     "Backtest equity curve (cumulative net and gross return) with drawdown shading."
-    fig, axes = _grid(1, f"Backtest: long top {summary['top_k']} / short bottom {summary['top_k']} on {summary['target']}, "
+    fig, axes = figure_row(1, f"Backtest: long top {summary['top_k']} / short bottom {summary['top_k']} on {summary['target']}, "
                          f"{summary['cost_bps']:g} bps cost (OOS)", width=9)
-    ax, x = axes[0], _dates(bt.date)
+    ax, x = axes[0], to_dates(bt.date)
     ax.plot(x, bt.gross.cumsum().to_numpy(), color="tab:grey", ls="--", label="gross")
     ax.plot(x, bt.equity.to_numpy(), color="tab:blue", label="net of costs")
     ax.fill_between(x, bt.equity.to_numpy(), np.maximum.accumulate(np.r_[0, bt.equity.to_numpy()])[1:], color="tab:red",
@@ -206,7 +210,7 @@ def fig_training(metrics: pd.DataFrame, targets: list[str]):
     "Training loss and validation RankIC per target against the step, one line per fold (None without a training log)."
     if metrics.empty or "kind" not in metrics: return None
     train, ev = metrics[metrics.kind == "train"], metrics[metrics.kind == "eval"]
-    fig, axes = _grid(1 + len(targets), "Training curves (metrics.jsonl)", width=4.5)
+    fig, axes = figure_row(1 + len(targets), "Training curves (metrics.jsonl)", width=4.5)
     for fold, g in train.groupby("fold"):
         if "loss" in g: axes[0].plot(g.step.to_numpy(), g.loss.to_numpy(), label=f"fold {fold}")
     axes[0].set_title("training loss"); axes[0].set_xlabel("step"); axes[0].set_ylabel("loss")
@@ -226,7 +230,7 @@ ROLE_COLORS = {"current": "tab:blue", "history": "tab:purple", "correlated": "ta
 def fig_permutation(a: Attribution, targets: list[str]):
     "Permutation importance per feature (mean drop in daily OOS RankIC, ± 1.96 s.e.), coloured by the feature's true role when known."
     feats = list(a.permutation.index)[::-1]                     # the most important on top
-    fig, axes = _grid(len(targets), f"Permutation importance: drop in daily OOS RankIC when shuffled (mean of {a.folds} fold(s))",
+    fig, axes = figure_row(len(targets), f"Permutation importance: drop in daily OOS RankIC when shuffled (mean of {a.folds} fold(s))",
                       width=4.5, height=1.5 + 0.22 * len(feats))
     colors = [ROLE_COLORS.get(a.truth.get(f), "tab:blue") for f in feats]
     for ax, t in zip(axes, targets):
@@ -236,7 +240,6 @@ def fig_permutation(a: Attribution, targets: list[str]):
         ax.axvline(0, color="grey", lw=0.8); ax.set_title(t); ax.set_xlabel("RankIC drop"); ax.set_ylabel("feature")
         ax.tick_params(axis="y", labelsize=7 if len(feats) > 30 else 9)
     if a.truth:
-        import matplotlib.patches as mpatches
         roles = [r for r in ROLE_COLORS if r in set(a.truth.values())]
         fig.legend(handles=[mpatches.Patch(color=ROLE_COLORS[r], label=r) for r in roles], title="true role (meta.json)",
                    loc="lower center", ncol=len(roles), fontsize=8, bbox_to_anchor=(0.5, 0.0))
@@ -253,7 +256,7 @@ def fig_lag_attribution(a: Attribution, targets: list[str]):
     total = sum(a.lags[t].sum(axis=1) for t in shown) if shown else pd.Series(dtype=float)
     top = list(total.sort_values(ascending=False).index[:MAX_LAG_FEATURES])
     more = f", the {len(top)} of {len(total)} features with the most attribution" if len(total) > len(top) else ""
-    fig, axes = _grid(max(1, len(shown)), f"Integrated gradients by feature and lag (lag 0 = the row's own snapshot){more}",
+    fig, axes = figure_row(max(1, len(shown)), f"Integrated gradients by feature and lag (lag 0 = the row's own snapshot){more}",
                       width=2.5 + 0.35 * max((a.lags[t].shape[1] for t in shown), default=4), height=1.5 + 0.25 * len(top))
     for ax, t in zip(axes, shown):
         sns.heatmap(a.lags[t].reindex(top), ax=ax, cmap="viridis", cbar_kws={"label": "mean |IG|"})

@@ -5,6 +5,7 @@
 # %% ../nbs/73_sweep.ipynb #29757ad9
 from __future__ import annotations
 
+import argparse
 import difflib
 import fcntl
 import itertools
@@ -19,11 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from fastcore.basics import patch
+from tqdm.auto import tqdm
+
+import factor_forecasting
 
 from .config import ConfigError, InputError, load_config
 from .atomic import atomic_target
 from .runtime import usable_cpus
 from .run_lock import RunInUse, RunLock, is_locked, read_holder
+from .launch import check_data, gpu_count, preflight, start_job
+from .peer import lightgbm_run
 
 # %% auto #0
 __all__ = ['PEERS', 'SWEEP_KEYS', 'INDEX', 'SweepSpec', 'Point', 'grid_points', 'run_config', 'validate_spec', 'load_spec',
@@ -48,7 +55,6 @@ class SweepSpec:
 
 # %% ../nbs/73_sweep.ipynb #a1113fc3
 def _spec_dir() -> Path:
-    import factor_forecasting
     return Path(factor_forecasting.__file__).parent / "presets" / "sweeps"
 
 # %% ../nbs/73_sweep.ipynb #f01c37e3
@@ -115,7 +121,6 @@ def run_config(spec: SweepSpec, point_overrides: list[str], seed: int, sweep_dir
 # %% ../nbs/73_sweep.ipynb #e0f588c3
 def validate_spec(spec: SweepSpec, sweep_dir) -> None:
     "Load every grid point's config for every seed and check the machine and the data can run it; `ConfigError` naming the spec, the point and the key."
-    from factor_forecasting.launch import check_data, preflight
     for where, items in (("overrides", spec.overrides), *((f"grid key `{k}`", [k]) for k in spec.grid)):
         if bad := [i for i in items if i.split("=", 1)[0].strip() in SWEEP_KEYS]:
             raise _spec_error(spec.source, f"{where}: `{bad[0].split('=', 1)[0].strip()}` is set by the sweep for every run "
@@ -291,7 +296,6 @@ def run_command(spec: SweepSpec, run: SweepRun, sweep_dir) -> list[str]:
 # %% ../nbs/73_sweep.ipynb #4a792bb3
 def peer_main(argv: list[str] | None = None) -> int:
     "`python -m factor_forecasting.sweep peer PEER BASE SWEEP_DIR SEED [--report] OVERRIDE ...`: one peer run of a sweep."
-    import argparse
     p = argparse.ArgumentParser(prog="python -m factor_forecasting.sweep peer")
     p.add_argument("peer", choices=PEERS)
     p.add_argument("base")
@@ -302,7 +306,6 @@ def peer_main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     name = f"{ns.peer}_s{ns.seed}"
     try:
-        from factor_forecasting.peer import lightgbm_run
         cfg = load_config(ns.base, [*ns.overrides, f"run.root={ns.sweep_dir}", f"run.name={name}", f"run.seed={ns.seed}"])
         lightgbm_run(cfg, cfg.run_dir, seed=ns.seed, report=ns.report)
     except InputError as e:
@@ -366,7 +369,6 @@ def _raise_stop(signum, frame): raise _Stop(signum)
 # %% ../nbs/73_sweep.ipynb #9f846300
 def _start_run(spec: SweepSpec, run: SweepRun, sweep_dir: Path, env: dict) -> subprocess.Popen:
     "Start `run`'s command in its own session (it dies with this process), its output appended to `logs/<run>.log`."
-    from factor_forecasting.launch import start_job
     cmd = run_command(spec, run, sweep_dir)
     with open(sweep_dir / "logs" / f"{run.dir}.log", "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
@@ -381,11 +383,70 @@ def _wait_children(running: dict, timeout: float = 120.0) -> None:
         try: proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
+# %% ../nbs/73_sweep.ipynb #1f2cf075
+@dataclass
+class _Sweep:
+    "One shard's sweep while it runs: its runs to start, running, finished, failed and waiting."
+    spec: SweepSpec
+    sweep_dir: Path
+    plan: dict                    # run dir -> SweepRun, every run of the sweep
+    parallel: int
+    gpus: int
+    todo: list                    # this shard's runs not started yet
+    done: set                     # finished run dirs
+    running: dict = field(default_factory=dict)    # run dir -> (process, slot, run)
+    failed: dict = field(default_factory=dict)     # run dir -> its error line
+    waiting: dict = field(default_factory=dict)    # run dir -> the runs it needs that another shard makes (or failed)
+
+# %% ../nbs/73_sweep.ipynb #ed064a1e
+@patch
+def start_ready(self: _Sweep) -> None:
+    "Start the runs whose inputs are finished, up to `parallel` at once; a run whose inputs another shard makes waits."
+    for r in list(self.todo):
+        if len(self.running) >= self.parallel: break
+        missing = [n for n in r.needs if n not in self.done]
+        if any(n in self.running or n in {t.dir for t in self.todo} for n in missing): continue    # this sweep makes them first
+        if missing := [n for n in missing if not is_finished(self.sweep_dir, self.plan[n], self.spec)]:
+            self.waiting[r.dir] = missing                 # another shard's, not finished yet, or failed
+            self.todo.remove(r)
+            continue
+        slot = min(set(range(self.parallel)) - {s for _, s, _ in self.running.values()})
+        self.running[r.dir] = (_start_run(self.spec, r, self.sweep_dir, _child_env(slot, self.parallel, self.gpus)), slot, r)
+        self.todo.remove(r)
+        update_index(self.sweep_dir, self.spec, {r.dir: {"status": "running", "error": None, "log": None}})
+
+# %% ../nbs/73_sweep.ipynb #c0f04a49
+@patch
+def collect(self: _Sweep) -> int:
+    "Record the runs that exited: finished, or failed with their error line. Returns how many."
+    exited = 0
+    for d, (proc, slot, r) in list(self.running.items()):
+        if proc.poll() is None: continue
+        del self.running[d]
+        exited += 1
+        made = (self.sweep_dir / d / "predictions.parquet").exists() if r.kind == "peer" else is_finished(self.sweep_dir, r, self.spec)
+        if proc.returncode == 0 and made:
+            self.done.add(d)
+            update_index(self.sweep_dir, self.spec, {d: {"status": "finished", "error": None, "log": None}})
+        else:
+            log = self.sweep_dir / "logs" / f"{d}.log"
+            self.failed[d] = _last_error(log) if proc.returncode else "exited 0 without finishing"
+            update_index(self.sweep_dir, self.spec, {d: {"status": "failed", "error": self.failed[d], "log": str(log)}})
+    return exited
+
+# %% ../nbs/73_sweep.ipynb #ea374c0f
+@patch
+def stop(self: _Sweep, signum: int) -> SweepStopped:
+    "Pass the signal on to the running runs, wait for them, mark them pending: the error that ends the sweep."
+    for proc, _, _ in self.running.values(): proc.send_signal(signum)
+    _wait_children(self.running)
+    update_index(self.sweep_dir, self.spec, {d: {"status": "pending"} for d in self.running})
+    return SweepStopped(f"sweep {self.spec.name} stopped by {signal.Signals(signum).name} ({len(self.running)} running run(s) "
+                        f"told to stop); run it again to resume -> {self.sweep_dir / INDEX}", signum)
+
 # %% ../nbs/73_sweep.ipynb #bd911777
 def run_sweep(spec_path, root="outputs/sweeps", parallel: int = 1, shard: str | None = None, progress: bool = True) -> SweepResult:
     "Run (or resume) the sweep `spec_path` under `root`: the runs of `shard` (K/N), `parallel` at once."
-    from tqdm.auto import tqdm
-    from factor_forecasting.launch import gpu_count
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1: raise InputError(f"--parallel {parallel}: must be a positive integer")
     spec, part = load_spec(spec_path), parse_shard(shard)
     sweep_dir = Path(root).resolve() / spec.name
@@ -398,46 +459,18 @@ def run_sweep(spec_path, root="outputs/sweeps", parallel: int = 1, shard: str | 
         done = {r.dir for r in mine if is_finished(sweep_dir, r, spec)}
         update_index(sweep_dir, spec, {r.dir: {"status": "finished" if r.dir in done else "pending", "error": None, "log": None}
                                        for r in mine})                # a killed sweep's `running`, a failed run: pending again
-        todo = [r for r in mine if r.dir not in done]
-        running, failed, waiting = {}, {}, {}
+        sw = _Sweep(spec, sweep_dir, plan, parallel, gpus, [r for r in mine if r.dir not in done], done)
         (sweep_dir / "logs").mkdir(exist_ok=True)
         bar = tqdm(total=len(mine), initial=len(done), desc=f"sweep {spec.name}", unit="run", disable=not progress)
         handlers = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            while todo or running:
-                for r in list(todo):
-                    if len(running) >= parallel: break
-                    missing = [n for n in r.needs if n not in done]
-                    if any(n in running or n in {t.dir for t in todo} for n in missing): continue    # this sweep makes them first
-                    if missing := [n for n in missing if not is_finished(sweep_dir, plan[n], spec)]:
-                        waiting[r.dir] = missing                 # another shard's, not finished yet, or failed
-                        todo.remove(r)
-                        continue
-                    slot = min(set(range(parallel)) - {s for _, s, _ in running.values()})
-                    running[r.dir] = (_start_run(spec, r, sweep_dir, _child_env(slot, parallel, gpus)), slot, r)
-                    todo.remove(r)
-                    update_index(sweep_dir, spec, {r.dir: {"status": "running", "error": None, "log": None}})
-                for d, (proc, slot, r) in list(running.items()):
-                    if proc.poll() is None: continue
-                    del running[d]
-                    made = (sweep_dir / d / "predictions.parquet").exists() if r.kind == "peer" else is_finished(sweep_dir, r, spec)
-                    if proc.returncode == 0 and made:
-                        done.add(d)
-                        update_index(sweep_dir, spec, {d: {"status": "finished", "error": None, "log": None}})
-                    else:
-                        log = sweep_dir / "logs" / f"{d}.log"
-                        failed[d] = _last_error(log) if proc.returncode else "exited 0 without finishing"
-                        update_index(sweep_dir, spec, {d: {"status": "failed", "error": failed[d], "log": str(log)}})
-                    bar.update(1)
+            while sw.todo or sw.running:
+                sw.start_ready()
+                bar.update(sw.collect())
                 time.sleep(0.2)
-        except _Stop as e:
-            for proc, _, _ in running.values(): proc.send_signal(e.signum)
-            _wait_children(running)
-            update_index(sweep_dir, spec, {d: {"status": "pending"} for d in running})
-            raise SweepStopped(f"sweep {spec.name} stopped by {signal.Signals(e.signum).name} ({len(running)} running run(s) told to "
-                               f"stop); run it again to resume -> {sweep_dir / INDEX}", e.signum) from None
+        except _Stop as e: raise sw.stop(e.signum) from None
         finally:
             for s, h in handlers.items(): signal.signal(s, h)
             bar.close()
         index = update_index(sweep_dir, spec)
-    return SweepResult(sweep_dir, index, sorted(d for d in done if d in {r.dir for r in mine}), failed, waiting)
+    return SweepResult(sweep_dir, index, sorted(d for d in sw.done if d in {r.dir for r in mine}), sw.failed, sw.waiting)

@@ -154,6 +154,16 @@ NEUTRAL_BATCH_DAYS = 20   # days per call of the oracle's neutralized scorecard
 def _write_parquet(table: pa.Table, path: Path) -> None:
     with atomic_target(path) as tmp: pq.write_table(table, tmp)
 
+# %% ../nbs/10_synthetic.ipynb #3a1b5563
+def _write_day(day: SynthDay, stage: Path) -> pd.DataFrame:
+    "Write `day`'s file and its oracle file into `stage`; return its keys, oracle and targets for the scorecards."
+    _write_parquet(day.table, stage / f"{day.date}.parquet")
+    keys = day.table.select(["date", "time", "sid"])
+    oracle = {f"oracle_{t}": day.oracle[:, k] for k, t in enumerate(TARGETS)}
+    _write_parquet(pa.table({**{c: keys.column(c) for c in keys.column_names}, **oracle}), stage / "oracle" / f"{day.date}.parquet")
+    return pd.DataFrame({"date": keys.column("date").to_numpy(), "time": keys.column("time").to_numpy(), **oracle,
+                         **{t: day.table.column(t).to_numpy(zero_copy_only=False) for t in TARGETS}})
+
 # %% ../nbs/10_synthetic.ipynb #e40ee07e
 def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketParams | None = None,
                     progress: bool = False, **overrides) -> Path:
@@ -174,12 +184,7 @@ def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketPa
         fit, frames, neutral, pending = _LastSnapshotFit(m), {t: [] for t in TARGETS}, {t: [] for t in TARGETS}, []
         listed = lambda d: ((m.list_day <= d) & (d < m.end_day)).sum()
         for i, day in enumerate(tqdm(simulate(cfg, params), total=cfg.days, disable=not progress, desc="synth", unit="day")):
-            _write_parquet(day.table, stage / f"{day.date}.parquet")
-            keys = day.table.select(["date", "time", "sid"])
-            oracle = {f"oracle_{t}": day.oracle[:, k] for k, t in enumerate(TARGETS)}
-            _write_parquet(pa.table({**{c: keys.column(c) for c in keys.column_names}, **oracle}), stage / "oracle" / f"{day.date}.parquet")
-            df = pd.DataFrame({"date": keys.column("date").to_numpy(), "time": keys.column("time").to_numpy(), **oracle,
-                               **{t: day.table.column(t).to_numpy(zero_copy_only=False) for t in TARGETS}})
+            df = _write_day(day, stage)
             for t in TARGETS: frames[t].append(ic_frame(df, f"oracle_{t}", t))
             pending.append(df.assign(sector=day.table.column("sector").to_numpy(), log_mcap=day.table.column("log_mcap").to_numpy()))
             if len(pending) == NEUTRAL_BATCH_DAYS or i == cfg.days - 1:    # batched: a call per day costs more than the day

@@ -15,15 +15,16 @@ import pandas as pd
 from .config import InputError, load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
-from .metrics import (backtest, daily_ic, ic_table, long_short, newey_west_lags, paired_rank_ic_test,
-                                        quantile_frame, summarize)
-from .report import ReportFailed, Run, load_run, to_html
+from .metrics import (daily_ic, ic_table, long_short, newey_west_lags, newey_west_t, quantile_frame,
+                                        summarize)
+from .report import ReportFailed, Run, backtest, load_run, to_html
+from .report_figures import figure_row, to_dates
 from .rolling import horizon_days
 
 # %% auto #0
 __all__ = ['SWEEP_INDEX', 'KINDS', 'FIGURES', 'TEST_COLUMNS', 'FORMATS', 'KIND_COLORS', 'COMPARE_PAGE', 'Row', 'read_sweep',
-           'resolve_sources', 'oos_days', 'check_same_days', 'run_figures', 'Comparison', 'compare', 'display_table',
-           'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
+           'resolve_sources', 'oos_days', 'check_same_days', 'paired_rank_ic_test', 'run_figures', 'Comparison',
+           'compare', 'display_table', 'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
 
 # %% ../nbs/65_compare.ipynb #a7c9e1f3
 SWEEP_INDEX = "sweep.json"
@@ -115,6 +116,25 @@ def check_same_days(run_dirs: list) -> int:
             raise InputError(f"{r}: its OOS days differ from {first}'s ({'; '.join(parts)}): "
                              "rows are compared only on the same test days")
     return len(ref)
+
+# %% ../nbs/65_compare.ipynb #51875a2a
+def paired_rank_ic_test(daily_a: pd.Series, daily_b: pd.Series, lags: int) -> dict:
+    """Paired Newey–West test of the daily series `daily_a - daily_b` (indexed by date, over the same days):
+    `mean_a`, `mean_b`, `mean_diff`, `se`, `t`, `p`, `days` (pairs used), `lags`."""
+    a, b = (pd.Series(s, dtype=np.float64) for s in (daily_a, daily_b))
+    na, nb = (s.name if s.name is not None else name for s, name in ((daily_a, "series a"), (daily_b, "series b")))
+    if a.index.has_duplicates or b.index.has_duplicates:
+        raise InputError(f"paired test: {na if a.index.has_duplicates else nb}: a day appears twice in a daily series")
+    only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
+    if len(only_a) or len(only_b):
+        raise InputError(f"paired test: {na} and {nb} do not cover the same days ("
+                         + "; ".join(f"only {n}: {len(d)} day(s) {_days_text(d)}" for n, d in ((na, only_a), (nb, only_b)) if len(d))
+                         + "): compare predictions over the same days")
+    b = b.reindex(a.index)
+    ok = np.isfinite(a.to_numpy()) & np.isfinite(b.to_numpy())
+    nw = newey_west_t(a.to_numpy()[ok] - b.to_numpy()[ok], lags)
+    return {"mean_a": float(a[ok].mean()) if ok.any() else np.nan, "mean_b": float(b[ok].mean()) if ok.any() else np.nan,
+            "mean_diff": nw["mean"], "se": nw["se"], "t": nw["t"], "p": nw["p"], "days": nw["n"], "lags": nw["lags"]}
 
 # %% ../nbs/65_compare.ipynb #c5e7a9b1
 FIGURES = ["IC", "RankIC", "RankICIR", "long-short", "cost-adj IR", "turnover"]   # per run and target, mean ± std over seeds
@@ -226,21 +246,14 @@ def display_table(cmp: Comparison, target: str) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("row")
 
 # %% ../nbs/65_compare.ipynb #c7e9a1b3
-import matplotlib.pyplot as plt
-
 KIND_COLORS = {"model": "tab:blue", "ensemble": "tab:green", "peer": "tab:orange", "run": "tab:blue"}
-
-def _axes(cmp: Comparison, title: str, width: float = 6.5, height: float = 3.6):
-    fig, axes = plt.subplots(1, len(cmp.targets), figsize=(width * len(cmp.targets), height), squeeze=False)
-    fig.suptitle(title, fontweight="bold")
-    return fig, axes[0]
 
 def fig_cumulative_rank_ic(cmp: Comparison):
     "Cumulative daily OOS RankIC per row and target; the reference drawn thick."
-    fig, axes = _axes(cmp, f"Cumulative OOS RankIC (reference: {cmp.reference})")
+    fig, axes = figure_row(len(cmp.targets), f"Cumulative OOS RankIC (reference: {cmp.reference})")
     for ax, t in zip(axes, cmp.targets):
         d = cmp.daily[t]
-        dates = pd.to_datetime(pd.Series(d.index).astype(str), format="%Y%m%d")
+        dates = to_dates(d.index)
         for label in d.columns:
             ax.plot(dates, d[label].fillna(0).cumsum().to_numpy(), label=label, lw=2.8 if label == cmp.reference else 1.2)
         ax.set_title(t); ax.set_ylabel("cumulative RankIC"); ax.tick_params(axis="x", labelrotation=30)
@@ -248,9 +261,10 @@ def fig_cumulative_rank_ic(cmp: Comparison):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/65_compare.ipynb #bccf8105
 def fig_rank_ic_bars(cmp: Comparison):
     "OOS RankIC per row and target: bar = mean over seeds, error bar = their std, a dot per seed."
-    fig, axes = _axes(cmp, "OOS RankIC: mean over seeds ± std (dots: seeds)")
+    fig, axes = figure_row(len(cmp.targets), "OOS RankIC: mean over seeds ± std (dots: seeds)")
     for ax, t in zip(axes, cmp.targets):
         tab = cmp.table[cmp.table.target == t].reset_index(drop=True)
         x = np.arange(len(tab))

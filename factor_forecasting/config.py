@@ -36,8 +36,8 @@ __all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativ
            'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig',
            'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
            'BacktestConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
-           'config_from_dict', 'check_section', 'config_to_dict', 'parse_override', 'list_presets', 'absolute_paths',
-           'DuplicateKey', 'load_yaml', 'load_config', 'save_config']
+           'config_from_dict', 'check_section', 'config_to_dict', 'config_diff', 'parse_override', 'list_presets',
+           'absolute_paths', 'DuplicateKey', 'load_yaml', 'load_config', 'save_config']
 
 # %% ../nbs/01_config.ipynb #10197537
 @dataclass(frozen=True)
@@ -374,6 +374,16 @@ def check_section(section, prefix: str, source: str):
 def config_to_dict(cfg) -> dict:
     "The fully resolved config as plain Python data (what `save_config` writes)."
     return dataclasses.asdict(cfg)
+
+# %% ../nbs/01_config.ipynb #c5f025d3
+def config_diff(old, new, prefix: str = "") -> list[str]:
+    "The dotted keys whose values differ between configs `old` and `new`, in field order (a mapping such as `loss.target_weights` is one value)."
+    out = []
+    for f in dataclasses.fields(new):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(b): out += config_diff(a, b, f"{prefix}{f.name}.")
+        elif a != b: out.append(prefix + f.name)
+    return out
 
 # %% ../nbs/01_config.ipynb #e0edfba7
 def _field_type(key: str, source: str):

@@ -28,7 +28,8 @@ from .run_lock import LOCK_ENV, check_job_lock, lock_job
 from .report import compare_runs, load_run, oracle_summary
 from .rolling import horizon_days, make_folds
 from .schema import day_files, leak_pairs, LEAK_RANK_IC, leak_sample, read_parquet, resolve_columns
-from .synthetic import check_data_path, weekdays
+from .synthetic import check_data_path
+from .market import weekdays
 
 # %% auto #0
 __all__ = ['GRACEFUL_STOP_S', 'TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count',

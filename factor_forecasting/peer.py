@@ -18,9 +18,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, InputError, config_to_dict, load_config, save_config
+from .config import Config, InputError, config_diff, config_from_dict, config_to_dict, load_config, save_config
 from .atomic import atomic_target
 from .runtime import usable_cpus
+from .metrics import daily_ic, ic_by_split, ic_frame
+from .synthetic import ensure_dataset
+from .loader import build_chunk, open_panel
+from .rolling import horizon_days, make_folds
+from .run_lock import held_for_me, lock_job
+from .report import render_report
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,6 @@ class Rows:
 # %% ../nbs/71_peer.ipynb #d4febc25
 def tabular_rows(panel, days: Sequence[int], dcfg, seq_len: int, snapshots: int, block_days: int = 20) -> Rows:
     "The `Rows` of `days` (consecutive in `panel`), read through the loader `block_days` days at a time."
-    from factor_forecasting.loader import build_chunk
     lags, parts = feature_lags(seq_len, snapshots), []
     for i in range(0, len(days), block_days):
         ch = build_chunk(panel, list(days[i:i + block_days]), dcfg, seq_len)
@@ -146,30 +151,14 @@ def fold_predictions(cfg: Config, panel, fold, params: dict, progress=None) -> t
     cols = ["date", "time", "sid", "fold", "split"] + [c for c in df.columns if c not in ("date", "time", "sid", "fold", "split")]
     df = df[cols].sort_values(["date", "time", "sid"], kind="stable", ignore_index=True)
     rec = {"fold": fold.index, "train": list(fold.train), "valid": list(fold.valid), "test": list(fold.test),
-           "rows": {s: len(r) for s, r in rows.items()}, **rec, **_split_ic(df, cfg)}
+           "rows": {s: len(r) for s, r in rows.items()}, **rec, **ic_by_split(df, targets, cfg.report.min_stocks)}
     return df, rec
-
-# %% ../nbs/71_peer.ipynb #7b7804c8
-def _split_ic(df: pd.DataFrame, cfg: Config) -> dict:
-    "Mean daily IC and RankIC per split and target (`nbs/contract.md` section 4), as the trainer's fold records name them."
-    from factor_forecasting.metrics import daily_ic, ic_frame
-    out = {}
-    for split, part in df.groupby("split"):
-        for t in cfg.data.targets:
-            d = daily_ic(ic_frame(part, f"pred_{t}", t, time_col="time", min_stocks=cfg.report.min_stocks))
-            out[f"{split}_ic/{t}"], out[f"{split}_rank_ic/{t}"] = float(d["ic"].mean()), float(d["rank_ic"].mean())
-    return out
 
 # %% ../nbs/71_peer.ipynb #388f9108
 PEER_FILES = ("checkpoints", "metrics.jsonl", "predictions.parquet", "peer.json", "ic_report.ipynb", "ic_report.html")
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    return {k2: v2 for k, v in d.items()
-            for k2, v2 in (_flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) and k != "target_weights" else [(f"{prefix}{k}", v)])}
-
 # %% ../nbs/71_peer.ipynb #5913e9e6
 def _peer_config(cfg: Config, out_dir: Path, seed: int) -> Config:
-    from factor_forecasting.config import config_from_dict
     d = config_to_dict(cfg)
     d["run"].update(root=str(out_dir.parent), name=out_dir.name, seed=int(seed))
     return config_from_dict(d, f"the LightGBM peer of {out_dir}")
@@ -182,9 +171,7 @@ def _prepare(cfg: Config, out_dir: Path) -> None:
                          "itself?); choose another --out")
     saved = out_dir / "config.yaml"
     if saved.exists() and (out_dir / "checkpoints").is_dir():
-        old, new = _flat(config_to_dict(load_config(saved))), _flat(config_to_dict(cfg))
-        diff = [k for k in new if old.get(k) != new[k]]
-        if diff:
+        if diff := config_diff(load_config(saved), cfg):
             raise InputError(f"{out_dir} holds a LightGBM peer of another config ({', '.join(diff[:5])} differ): use the same "
                              "config and seed to resume, or another --out")
     save_config(cfg, saved)
@@ -219,15 +206,19 @@ def _metrics_lines(records: list[dict], targets: Sequence[str]) -> str:
                       **{k: v for k, v in r.items() if k.startswith("valid_")}})
     return "".join(json.dumps(line) + "\n" for line in lines)
 
+# %% ../nbs/71_peer.ipynb #6d6bc337
+def _finished_fold(fold, ckpt: Path, params: dict, features: dict) -> dict | None:
+    "The record of `fold` when an earlier run finished it with the same days, parameters and features (None: train it)."
+    rec_path, pq_path = ckpt / f"fold{fold.index:03d}.json", ckpt / f"fold{fold.index:03d}.parquet"
+    old = json.loads(rec_path.read_text()) if rec_path.exists() and pq_path.exists() else None
+    same = old is not None and [old[s] for s in ("train", "valid", "test")] == [list(fold.train), list(fold.valid), list(fold.test)]
+    return old if same and old.get("params") == params and old.get("features") == features else None
+
 # %% ../nbs/71_peer.ipynb #2cf4038a
 def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, report: bool = True) -> Path:
     """Train the LightGBM peer on the walk-forward folds of `cfg` (as the trainer computes them) and write a run
     directory at `out_dir` (`nbs/contract.md` section 5): config.yaml, peer.json, metrics.jsonl, predictions.parquet,
     and the IC report unless `report=False`. Finished folds of an interrupted run are kept."""
-    from factor_forecasting.loader import open_panel
-    from factor_forecasting.rolling import horizon_days, make_folds
-    from factor_forecasting.run_lock import held_for_me, lock_job
-    from factor_forecasting.synthetic import ensure_dataset
     if int(seed) < 0: raise InputError(f"seed must be >= 0, got {seed}")
     out_dir = Path(out_dir).resolve()
     cfg = _peer_config(cfg, out_dir, seed)
@@ -244,9 +235,7 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
         bar = tqdm(total=len(folds) * len(cfg.data.targets), disable=not progress, desc="lightgbm peer", unit="model")
         for f in folds:
             rec_path, pq_path = ckpt / f"fold{f.index:03d}.json", ckpt / f"fold{f.index:03d}.parquet"
-            old = json.loads(rec_path.read_text()) if rec_path.exists() and pq_path.exists() else None
-            if old is not None and [old[s] for s in ("train", "valid", "test")] == [list(f.train), list(f.valid), list(f.test)] \
-                    and old.get("params") == params and old.get("features") == head["features"]:
+            if (old := _finished_fold(f, ckpt, params, head["features"])) is not None:
                 records.append(old); bar.update(len(cfg.data.targets))
                 continue
             t0 = time.time()
@@ -265,9 +254,7 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
         _write_json(out_dir / "peer.json", {**head, "folds": folds_out})
     finally:
         if lock is not None: lock.release()
-    if report:
-        from factor_forecasting.report import render_report
-        render_report(out_dir)
+    if report: render_report(out_dir)
     return out_dir
 
 # %% ../nbs/71_peer.ipynb #e937df2c
@@ -283,7 +270,6 @@ def peer_like(run_dir, out=None, seed: int = 0, report: bool = True, progress: b
 # %% ../nbs/71_peer.ipynb #82f5f975
 def peer_summary(out_dir) -> str:
     "One line on a finished peer run: folds, predictions, OOS RankIC per target, where it is."
-    from factor_forecasting.metrics import daily_ic, ic_frame
     out_dir = Path(out_dir)
     cfg, pred = load_config(out_dir / "config.yaml"), pd.read_parquet(out_dir / "predictions.parquet")
     oos = pred[pred.split == "test"]

@@ -12,23 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .config import Config, InputError, load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
-from .metrics import (SAMPLES, backtest, cross_horizon, daily_ic, fold_table, group_ic_frame,
-                                        group_long_short, group_summary, headline_table, ic_summary, ic_table, long_short,
-                                        monthly_ic, neutral_ic_frames, neutral_table, quantile_frame, rank_autocorr,
-                                        summarize, top_turnover)
+from .metrics import (SAMPLES, cross_section_codes, cross_horizon, daily_ic, fold_table, headline_table, ic_summary,
+                                        ic_table, long_short, monthly_ic, quantile_frame, rank_autocorr, summarize, top_turnover)
+from .groups import group_ic_frame, group_long_short, group_summary, neutral_ic_frames, neutral_table
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_COLUMNS', 'MAX_LAG_FEATURES', 'MAX_MONTHS', 'MAX_ANNOTATED_COLUMNS', 'MAX_ANNOTATED_ROWS', 'ROLE_COLORS',
-           'OFFLINE_TEMPLATE', 'ReportError', 'Run', 'read_metrics', 'required_columns', 'load_run', 'oracle_summary',
-           'compare_runs', 'group_frame', 'GroupAnalysis', 'group_analysis', 'Attribution', 'read_attribution',
-           'Analysis', 'analyze', 'fig_daily_ic', 'fig_cumulative_ic', 'fig_ic_hist', 'fig_monthly',
-           'fig_group_heatmap', 'fig_group_long_short', 'fig_deciles', 'fig_long_short', 'fig_turnover',
-           'fig_cross_horizon', 'fig_equity', 'fig_training', 'fig_permutation', 'fig_lag_attribution', 'ReportFailed',
-           'to_html', 'render_report']
+__all__ = ['ATTRIBUTION_COLUMNS', 'OFFLINE_TEMPLATE', 'ReportError', 'Run', 'read_metrics', 'required_columns', 'load_run',
+           'oracle_summary', 'compare_runs', 'group_frame', 'GroupAnalysis', 'group_analysis', 'Attribution',
+           'read_attribution', 'backtest', 'Analysis', 'analyze', 'ReportFailed', 'to_html', 'render_report']
 
 # %% ../nbs/62_report.ipynb #21daa152
 class ReportError(InputError):
@@ -75,7 +71,6 @@ def load_run(run_dir, targets: list[str] | None = None) -> Run:
     targets = list(targets or cfg.data.targets)
     path = run_dir / "predictions.parquet"
     if not path.exists(): raise ReportError(f"{path}: not found (the run has not written its predictions yet)")
-    import pyarrow.parquet as pq
     try: names = pq.read_schema(path).names
     except Exception as e: raise ReportError(f"{path}: not a readable parquet file ({e})") from None
     missing = [c for c in required_columns(cfg, targets) if c not in names]
@@ -126,7 +121,6 @@ def compare_runs(runs: list, targets: list[str], min_stocks: int = 10) -> pd.Dat
 def group_frame(run: Run) -> tuple[pd.DataFrame | None, str, str | None, str | None]:
     """The run's OOS rows with the data's group and size columns joined from its day files: `(frame, why, group, size)`;
     `frame` is None (and `why` says why) when there is no OOS row, no data directory or neither column."""
-    import pyarrow.parquet as pq
     d, oos = run.config.data, run.oos
     if oos.empty: return None, "no OOS rows", None, None
     keys = [d.date_col] + ([d.time_col] if d.time_col else []) + [d.sid_col]
@@ -194,7 +188,6 @@ def group_analysis(run: Run, min_stocks: int = 10, quantiles: int = 5) -> tuple[
 
 # %% ../nbs/62_report.ipynb #5eb4a1ca
 ATTRIBUTION_COLUMNS = ["kind", "fold", "target", "feature", "lag", "value", "se", "n"]
-MAX_LAG_FEATURES = 30          # the feature x lag heatmap shows this many features, those with the most attribution
 
 @dataclass
 class Attribution:
@@ -223,6 +216,54 @@ def read_attribution(run: Run) -> tuple[Attribution | None, str]:
     try: truth = json.loads((Path(run.config.data.path) / "meta.json").read_text()).get("feature_truth") or {}
     except (OSError, ValueError, AttributeError): pass
     return Attribution(value.loc[order], se.reindex(index=order, columns=value.columns), lags, int(att.fold.nunique()), truth), ""
+
+# %% ../nbs/62_report.ipynb #e8dff387
+def backtest(df: pd.DataFrame, pred_col: str, target_col: str, top_k: int = 50, cost_bps: float = 5.0,
+             weight_col: str | None = None, luld_col: str | None = "luld", sid_col: str = "sid", date_col: str = "date",
+             time_col: str | None = "time", periods_per_year: int = 252) -> tuple[pd.DataFrame, dict]:
+    "Daily long top-k / short bottom-k backtest: (daily frame of returns, costs and turnover; summary dict)."
+    d = df
+    if time_col is not None and len(d):
+        d = d[d[time_col].to_numpy() == d.groupby(date_col)[time_col].transform("max").to_numpy()]
+    p, y = d[pred_col].to_numpy(np.float64), d[target_col].to_numpy(np.float64)
+    ok = np.isfinite(p) & np.isfinite(y)
+    if luld_col is not None and luld_col in d.columns: ok &= d[luld_col].to_numpy() == 0
+    d, p, y = d[ok], p[ok], y[ok]
+    codes, keys = cross_section_codes(d, date_col, None)
+    G = len(keys)
+    order = np.lexsort((p, codes))                                  # by day, then prediction
+    n = np.bincount(codes, minlength=G)
+    pos = np.empty(len(p), dtype=np.int64)
+    pos[order] = np.arange(len(p)) - (np.cumsum(n) - n)[codes[order]]
+    k = np.minimum(top_k, n // 2)[codes]
+    long, short = pos >= n[codes] - k, pos < k
+    raw = d[weight_col].to_numpy(np.float64) if weight_col is not None and weight_col in d.columns else np.ones(len(p))
+    raw = np.where(np.isfinite(raw), raw, 1.0)
+    leg = lambda m: np.where(m, raw, 0.0) / np.bincount(codes, weights=np.where(m, raw, 0.0), minlength=G)[codes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.nan_to_num(leg(long)) - np.nan_to_num(leg(short))
+    sums = lambda v: np.bincount(codes, weights=v, minlength=G)
+    held = pd.DataFrame({"code": codes, "sid": d[sid_col].to_numpy(), "w": w})[w != 0]
+    change = pd.concat([held, held.assign(code=held.code + 1, w=-held.w)])   # today's book minus yesterday's
+    traded = change.groupby(["code", "sid"]).w.sum().abs().groupby(level=0).sum().reindex(range(G), fill_value=0.0).to_numpy()
+    daily = keys[[date_col]].assign(long=sums(np.where(w > 0, w * y, 0)), short=-sums(np.where(w < 0, w * y, 0)),
+                                    names=sums(w != 0).astype(np.int64))
+    daily["gross"] = daily.long - daily.short
+    daily["cost"] = traded * cost_bps / 1e4
+    daily["net"] = daily.gross - daily.cost
+    daily["turnover"] = traded / 4
+    daily["equity"] = daily.net.cumsum()
+    daily = daily[daily.names > 0].reset_index(drop=True)
+    net = daily.net
+    std = net.std(ddof=1) if len(net) > 1 else np.nan
+    peak = np.maximum.accumulate(np.r_[0.0, daily.equity.to_numpy()])[1:]
+    summary = {"annual_return": float(net.mean() * periods_per_year) if len(net) else np.nan,
+               "gross_annual_return": float(daily.gross.mean() * periods_per_year) if len(net) else np.nan,
+               "ir": float(net.mean() / std * np.sqrt(periods_per_year)) if std > 0 else np.nan,
+               "max_drawdown": float((peak - daily.equity).max()) if len(net) else np.nan,
+               "turnover": float(daily.turnover.mean()) if len(net) else np.nan,
+               "days": len(net), "top_k": top_k, "cost_bps": cost_bps}
+    return daily, summary
 
 # %% ../nbs/62_report.ipynb #2665db99
 @dataclass
@@ -279,236 +320,6 @@ def analyze(run: Run, quantiles: int | None = None, top_k: int | None = None, co
         backtest=bt, backtest_summary=bt_sum | ({"target": bt_target} if bt_sum else {}),
         oracle=oracle_summary(run, ms), baselines=compare_runs([run, *baselines], run.targets, ms) if baselines else None,
         notes=notes, groups=groups, groups_note=groups_note)
-
-# %% ../nbs/62_report.ipynb #256d4a06
-import matplotlib.pyplot as plt
-from .metrics import group_daily_ic
-
-def _dates(idx) -> pd.DatetimeIndex: return pd.to_datetime(pd.Series(idx).astype(str), format="%Y%m%d")
-
-def _grid(n: int, title: str, width: float = 6.0, height: float = 3.2):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    fig.suptitle(title, fontweight="bold")
-    return fig, axes[0]
-
-def fig_daily_ic(daily: dict, targets: list[str], sample: str = "OOS", window: int = 20):
-    "Daily RankIC per target (bars) with its rolling mean (line)."
-    fig, axes = _grid(len(targets), f"Daily RankIC ({sample}) with {window}-day rolling mean")
-    for ax, t in zip(axes, targets):
-        d = daily.get((t, sample))
-        if d is None or d.empty: ax.set_title(f"{t}: no {sample} days"); continue
-        x = _dates(d.index)
-        ax.bar(x, d.rank_ic.to_numpy(), color=np.where(d.rank_ic > 0, "tab:green", "tab:red"), alpha=0.5, label="daily")
-        ax.plot(x, d.rank_ic.rolling(window, min_periods=1).mean().to_numpy(), color="black", label=f"{window}-day mean")
-        ax.axhline(0, color="grey", lw=0.8); ax.set_title(t); ax.set_xlabel("date"); ax.set_ylabel("RankIC")
-        ax.legend(loc="upper left", fontsize=8); ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    return fig
-
-def fig_cumulative_ic(daily: dict, targets: list[str]):
-    "Cumulative daily IC and RankIC per target, in-sample and OOS side by side."
-    fig, axes = _grid(2, "Cumulative daily IC (solid: RankIC, dashed: IC)")
-    for ax, sample in zip(axes, SAMPLES.values()):
-        for i, t in enumerate(targets):
-            d = daily.get((t, sample))
-            if d is None or d.empty: continue
-            x, c = _dates(d.index), f"C{i}"
-            ax.plot(x, d.rank_ic.fillna(0).cumsum().to_numpy(), color=c, label=f"{t} RankIC")
-            ax.plot(x, d.ic.fillna(0).cumsum().to_numpy(), color=c, ls="--", label=f"{t} IC")
-        ax.set_title(sample); ax.set_xlabel("date"); ax.set_ylabel("cumulative IC"); ax.tick_params(axis="x", labelrotation=30)
-        if ax.lines: ax.legend(fontsize=8)
-        else: ax.text(0.5, 0.5, f"no {sample} days", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
-    return fig
-
-def fig_ic_hist(daily: dict, targets: list[str], sample: str = "OOS"):
-    "Distribution of the daily RankIC per target, with its mean."
-    fig, axes = _grid(len(targets), f"Distribution of daily RankIC ({sample})")
-    for ax, t in zip(axes, targets):
-        d = daily.get((t, sample))
-        if d is None or d.rank_ic.dropna().empty: ax.set_title(f"{t}: no {sample} days"); continue
-        v = d.rank_ic.dropna()
-        ax.hist(v, bins=min(30, max(5, len(v) // 3)), color="tab:blue", alpha=0.7)
-        ax.axvline(v.mean(), color="black", label=f"mean {v.mean():.4f}"); ax.axvline(0, color="grey", lw=0.8)
-        ax.set_title(t); ax.set_xlabel("daily RankIC"); ax.set_ylabel("days"); ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-MAX_MONTHS = 36              # a heatmap over more months than this shows years instead
-MAX_ANNOTATED_COLUMNS = 24   # cells are annotated only when the heatmap has at most this many columns ...
-MAX_ANNOTATED_ROWS = 12      # ... and rows: beyond that the numbers overlap and the colours say more
-
-def _by_period(daily: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    "Series x period table of the mean of a date-indexed daily frame: months, or years beyond `MAX_MONTHS` months."
-    month = np.asarray(daily.index, dtype=np.int64) // 100
-    if len(np.unique(month)) <= MAX_MONTHS:
-        return daily.groupby(month).mean().rename(index=lambda m: f"{m // 100}-{m % 100:02d}").T, "month"
-    return daily.groupby(month // 100).mean().rename(index=str).T, "year"
-
-def _heatmap(ax, table: pd.DataFrame, label: str = "RankIC") -> None:
-    "A RankIC heatmap whose cells carry their numbers only when they fit."
-    import seaborn as sns
-    annot = table.shape[1] <= MAX_ANNOTATED_COLUMNS and table.shape[0] <= MAX_ANNOTATED_ROWS
-    sns.heatmap(table, ax=ax, annot=annot, fmt=".3f" if table.shape[1] <= 12 else ".2f", cmap="RdYlGn", center=0,
-                annot_kws={"fontsize": 8 if table.shape[1] <= 12 else 7}, cbar_kws={"label": label})
-
-def fig_monthly(daily: dict, targets: list[str]):
-    """Mean daily OOS RankIC over time: a year x month heatmap per target, or, beyond `MAX_MONTHS` months, one
-    target x year heatmap (the title says so)."""
-    series = {t: daily[(t, "OOS")].rank_ic for t in targets if (t, "OOS") in daily and not daily[(t, "OOS")].empty}
-    if not series:
-        fig, axes = _grid(1, "Monthly mean RankIC (OOS)"); axes[0].set_title("no OOS days"); axes[0].axis("off"); return fig
-    table, unit = _by_period(pd.DataFrame(series))
-    if unit == "year":
-        months = len(np.unique(np.asarray(pd.DataFrame(series).index, dtype=np.int64) // 100))
-        fig, axes = _grid(1, f"Yearly mean RankIC (OOS): {months} months, too many to show, aggregated to years", width=min(2 + 0.6 * table.shape[1], 20),
-                          height=1.5 + 0.5 * len(table))
-        _heatmap(axes[0], table); axes[0].set_xlabel("year"); axes[0].set_ylabel("target")
-    else:
-        m = {t: monthly_ic(s) for t, s in series.items()}
-        fig, axes = _grid(len(targets), "Monthly mean RankIC (OOS)", height=2.2 + 0.5 * max(len(v) for v in m.values()))
-        for ax, t in zip(axes, targets):
-            if t not in m: ax.set_title(f"{t}: no OOS days"); ax.axis("off"); continue
-            _heatmap(ax, m[t]); ax.set_title(t); ax.set_xlabel("month"); ax.set_ylabel("year")
-    fig.tight_layout()
-    return fig
-
-def fig_group_heatmap(frames: dict, targets: list[str], group: str):
-    "Group x month (or year) heatmap of the mean daily OOS RankIC within each group, per target."
-    tables = {t: _by_period(group_daily_ic(frames[t], "rank_ic", group).rename(columns=str)) for t in targets if t in frames}
-    unit = next(iter(tables.values()))[1] if tables else "month"
-    rows = max((len(tb) for tb, _ in tables.values()), default=1)
-    fig, axes = _grid(len(targets), f"RankIC by {group} and {unit} (OOS)" + (": too many months, aggregated to years"
-                      if unit == "year" else ""), width=min(3 + 0.45 * max((tb.shape[1] for tb, _ in tables.values()), default=1), 14),
-                      height=1.5 + 0.35 * rows)
-    for ax, t in zip(axes, targets):
-        if t not in tables or tables[t][0].empty: ax.set_title(f"{t}: no cells"); ax.axis("off"); continue
-        _heatmap(ax, tables[t][0]); ax.set_title(t); ax.set_xlabel(unit); ax.set_ylabel(group)
-    fig.tight_layout()
-    return fig
-
-def fig_group_long_short(ls: dict, targets: list[str], group: str):
-    "Mean daily long-short spread (top minus bottom prediction quantile) within each group, per target (OOS)."
-    fig, axes = _grid(len(targets), f"Long-short within each {group}, mean daily spread (OOS)")
-    for ax, t in zip(axes, targets):
-        s = ls[t].mean() * 1e4
-        ax.bar(s.index.astype(str), s.to_numpy(), color=np.where(s > 0, "tab:green", "tab:red"))
-        ax.axhline(0, color="grey", lw=0.8); ax.set_title(t); ax.set_xlabel(group); ax.set_ylabel(f"mean {t} spread (bps)")
-        ax.tick_params(axis="x", labelrotation=90 if len(s) > 12 else 0)
-    fig.tight_layout()
-    return fig
-
-def fig_deciles(quantiles: dict, targets: list[str]):
-    "Mean OOS target per prediction group (1 = lowest predictions)."
-    fig, axes = _grid(len(targets), "Mean target by prediction quantile (OOS)")
-    for ax, t in zip(axes, targets):
-        s = quantiles[t]
-        ax.bar(s.index.astype(str), s.to_numpy() * 1e4, color=np.where(s > 0, "tab:green", "tab:red"))
-        ax.set_title(t); ax.set_xlabel("prediction quantile (1 = lowest)"); ax.set_ylabel(f"mean {t} (bps)")
-    fig.tight_layout()
-    return fig
-
-def fig_long_short(ls: dict, targets: list[str]):
-    "Cumulative daily mean long-short spread (top minus bottom quantile) per target."
-    fig, axes = _grid(1, "Cumulative long-short spread, top minus bottom quantile (OOS)", width=9)
-    ax = axes[0]
-    for t in targets: ax.plot(_dates(ls[t].index), ls[t].cumulative.to_numpy() * 1e4, label=t)
-    ax.axhline(0, color="grey", lw=0.8); ax.set_xlabel("date"); ax.set_ylabel("cumulative spread (bps)"); ax.legend()
-    fig.tight_layout()
-    return fig
-
-def fig_turnover(turnover: dict, targets: list[str], window: int = 5):
-    "Top-quantile turnover and prediction rank autocorrelation between consecutive cross-sections, daily means."
-    fig, axes = _grid(2, "Signal persistence between consecutive cross-sections (OOS, daily mean)")
-    for t in targets:
-        d = turnover[t].groupby(turnover[t].columns[0]).mean(numeric_only=True)
-        axes[0].plot(_dates(d.index), d.turnover.to_numpy(), label=t)
-        axes[1].plot(_dates(d.index), d.autocorr.to_numpy(), label=t)
-    for ax, what in zip(axes, ["top-quantile turnover", "prediction rank autocorrelation"]):
-        ax.set_title(what); ax.set_xlabel("date"); ax.set_ylabel(what); ax.legend(fontsize=8); ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    return fig
-
-def fig_cross_horizon(matrix: pd.DataFrame):
-    "Mean daily OOS RankIC of every prediction head against every target."
-    import seaborn as sns
-    fig, axes = _grid(1, "IC decay: prediction head x target, mean daily RankIC (OOS)", width=1.8 + 1.6 * matrix.shape[1],
-                      height=1.2 + 0.9 * matrix.shape[0])
-    sns.heatmap(matrix, ax=axes[0], annot=True, fmt=".4f", cmap="RdYlGn", center=0, cbar_kws={"label": "RankIC"})
-    axes[0].set_xlabel("target"); axes[0].set_ylabel("prediction head")
-    fig.tight_layout()
-    return fig
-
-def fig_equity(bt: pd.DataFrame, summary: dict):
-    "Backtest equity curve (cumulative net and gross return) with drawdown shading."
-    fig, axes = _grid(1, f"Backtest: long top {summary['top_k']} / short bottom {summary['top_k']} on {summary['target']}, "
-                         f"{summary['cost_bps']:g} bps cost (OOS)", width=9)
-    ax, x = axes[0], _dates(bt.date)
-    ax.plot(x, bt.gross.cumsum().to_numpy(), color="tab:grey", ls="--", label="gross")
-    ax.plot(x, bt.equity.to_numpy(), color="tab:blue", label="net of costs")
-    ax.fill_between(x, bt.equity.to_numpy(), np.maximum.accumulate(np.r_[0, bt.equity.to_numpy()])[1:], color="tab:red",
-                    alpha=0.2, label="drawdown")
-    ax.axhline(0, color="grey", lw=0.8); ax.set_xlabel("date"); ax.set_ylabel("cumulative return"); ax.legend()
-    fig.tight_layout()
-    return fig
-
-def fig_training(metrics: pd.DataFrame, targets: list[str]):
-    "Training loss and validation RankIC per target against the step, one line per fold (None without a training log)."
-    if metrics.empty or "kind" not in metrics: return None
-    train, ev = metrics[metrics.kind == "train"], metrics[metrics.kind == "eval"]
-    fig, axes = _grid(1 + len(targets), "Training curves (metrics.jsonl)", width=4.5)
-    for fold, g in train.groupby("fold"):
-        if "loss" in g: axes[0].plot(g.step.to_numpy(), g.loss.to_numpy(), label=f"fold {fold}")
-    axes[0].set_title("training loss"); axes[0].set_xlabel("step"); axes[0].set_ylabel("loss")
-    for ax, t in zip(axes[1:], targets):
-        col = f"valid_rank_ic/{t}"
-        for fold, g in ev.groupby("fold"):
-            if col in g: ax.plot(g.step.to_numpy(), g[col].to_numpy(), marker="o", label=f"fold {fold}")
-        ax.set_title(f"validation RankIC: {t}"); ax.set_xlabel("step"); ax.set_ylabel("RankIC")
-    for ax in axes:
-        if ax.lines: ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/62_report.ipynb #39f5fd2f
-ROLE_COLORS = {"current": "tab:blue", "history": "tab:purple", "correlated": "tab:orange", "noise": "tab:grey"}
-
-def fig_permutation(a: Attribution, targets: list[str]):
-    "Permutation importance per feature (mean drop in daily OOS RankIC, ± 1.96 s.e.), coloured by the feature's true role when known."
-    feats = list(a.permutation.index)[::-1]                     # the most important on top
-    fig, axes = _grid(len(targets), f"Permutation importance: drop in daily OOS RankIC when shuffled (mean of {a.folds} fold(s))",
-                      width=4.5, height=1.5 + 0.22 * len(feats))
-    colors = [ROLE_COLORS.get(a.truth.get(f), "tab:blue") for f in feats]
-    for ax, t in zip(axes, targets):
-        if t not in a.permutation: ax.set_title(f"{t}: not explained"); ax.axis("off"); continue
-        v, se = a.permutation[t].reindex(feats).to_numpy(), a.permutation_se[t].reindex(feats).to_numpy()
-        ax.barh(feats, v, xerr=1.96 * se, color=colors, ecolor="black", capsize=2)
-        ax.axvline(0, color="grey", lw=0.8); ax.set_title(t); ax.set_xlabel("RankIC drop"); ax.set_ylabel("feature")
-        ax.tick_params(axis="y", labelsize=7 if len(feats) > 30 else 9)
-    if a.truth:
-        import matplotlib.patches as mpatches
-        roles = [r for r in ROLE_COLORS if r in set(a.truth.values())]
-        fig.legend(handles=[mpatches.Patch(color=ROLE_COLORS[r], label=r) for r in roles], title="true role (meta.json)",
-                   loc="lower center", ncol=len(roles), fontsize=8, bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.06 if a.truth else 0, 1, 1))      # the legend below the panels, clear of their axes
-    return fig
-
-# %% ../nbs/62_report.ipynb #4e9e9325
-def fig_lag_attribution(a: Attribution, targets: list[str]):
-    "Feature x lag heatmap of the mean |integrated gradient| per target (lag 0 = the row's own snapshot), the top features only."
-    import seaborn as sns
-    shown = [t for t in targets if t in a.lags]
-    total = sum(a.lags[t].sum(axis=1) for t in shown) if shown else pd.Series(dtype=float)
-    top = list(total.sort_values(ascending=False).index[:MAX_LAG_FEATURES])
-    more = f", the {len(top)} of {len(total)} features with the most attribution" if len(total) > len(top) else ""
-    fig, axes = _grid(max(1, len(shown)), f"Integrated gradients by feature and lag (lag 0 = the row's own snapshot){more}",
-                      width=2.5 + 0.35 * max((a.lags[t].shape[1] for t in shown), default=4), height=1.5 + 0.25 * len(top))
-    for ax, t in zip(axes, shown):
-        sns.heatmap(a.lags[t].reindex(top), ax=ax, cmap="viridis", cbar_kws={"label": "mean |IG|"})
-        ax.set_title(t); ax.set_xlabel("lag (snapshots before the row)"); ax.set_ylabel("feature")
-    if not shown: axes[0].set_title("no integrated gradients in attribution.parquet"); axes[0].axis("off")
-    fig.tight_layout()
-    return fig
 
 # %% ../nbs/62_report.ipynb #be2f6b5f
 class ReportFailed(RuntimeError):

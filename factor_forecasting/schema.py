@@ -5,6 +5,7 @@
 # %% ../nbs/11_schema.ipynb #2ac712d9
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,6 @@ def column_problems(cols: Columns, schema: pa.Schema, require_targets: bool = Tr
 def _parse_day(name: str) -> int | None:
     if not re.fullmatch(r"\d{8}", name): return None
     y, m, d = int(name[:4]), int(name[4:6]), int(name[6:])
-    import datetime
     try: datetime.date(y, m, d)
     except ValueError: return None
     return int(name)

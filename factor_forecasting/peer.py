@@ -168,12 +168,12 @@ def _prepare(cfg: Config, out_dir: Path) -> None:
     "Refuse a directory that is not a LightGBM peer's, or a peer of another config; write config.yaml."
     if out_dir.is_dir() and any(p.name not in ("run.lock",) for p in out_dir.iterdir()) and not (out_dir / "peer.json").exists():
         raise InputError(f"{out_dir} holds files but no peer.json: it is not a LightGBM peer's run directory (the model run "
-                         "itself?); choose another --out")
+                         "itself?); choose another --out-dir")
     saved = out_dir / "config.yaml"
     if saved.exists() and (out_dir / "checkpoints").is_dir():
         if diff := config_diff(load_config(saved), cfg):
             raise InputError(f"{out_dir} holds a LightGBM peer of another config ({', '.join(diff[:5])} differ): use the same "
-                             "config and seed to resume, or another --out")
+                             "config and seed to resume, or another --out-dir")
     save_config(cfg, saved)
 
 # %% ../nbs/71_peer.ipynb #67836d10
@@ -264,7 +264,7 @@ def peer_like(run_dir, out=None, seed: int = 0, report: bool = True, progress: b
     if not (run_dir / "config.yaml").exists():
         raise InputError(f"{run_dir / 'config.yaml'}: not found (is {run_dir} a run directory?)")
     out = Path(out).resolve() if out is not None else run_dir.with_name(f"{run_dir.name}_lightgbm")
-    if out == run_dir: raise InputError(f"--out {out} is the run directory itself; the peer needs its own directory")
+    if out == run_dir: raise InputError(f"--out-dir {out} is the run directory itself; the peer needs its own directory")
     return lightgbm_run(load_config(run_dir / "config.yaml"), out, seed, progress=progress, report=report)
 
 # %% ../nbs/71_peer.ipynb #82f5f975

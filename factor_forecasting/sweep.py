@@ -118,12 +118,12 @@ def run_command(spec: SweepSpec, run: SweepRun, sweep_dir) -> list[str]:
     "The command that makes (or resumes) one run of the sweep."
     sweep_dir = str(Path(sweep_dir).resolve())
     if run.kind == "model":
-        return [*_ff(), "run", "--config", spec.base, "--name", run.dir, "-p", f"run.root={sweep_dir}", "-p", f"run.seed={run.seed}",
-                *(a for o in [*spec.overrides, *run.overrides] for a in ("-p", o)), *(["-p", "report=false"] if not spec.report else [])]
+        return [*_ff(), "run", spec.base, f"run.name={run.dir}", f"run.root={sweep_dir}", f"run.seed={run.seed}",
+                *spec.overrides, *run.overrides, *([] if spec.report else ["--no-report"])]
     if run.kind == "peer":
         return [sys.executable, "-m", "factor_forecasting.sweep", "peer", run.point, spec.base, sweep_dir, str(run.seed),
                 *(["--report"] if spec.report else []), *spec.overrides]
-    return [*_ff(), "ensemble", *(str(Path(sweep_dir) / m) for m in run.needs), "--out", str(Path(sweep_dir) / run.dir),
+    return [*_ff(), "ensemble", *(str(Path(sweep_dir) / m) for m in run.needs), "--out-dir", str(Path(sweep_dir) / run.dir),
             *(["--report"] if spec.report else [])]
 
 # %% ../nbs/74_sweep.ipynb #4a792bb3

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 import factor_forecasting
-from .config import ConfigError, InputError, load_config
+from .config import ConfigError, DuplicateKey, InputError, load_config, load_yaml
 from .launch import check_data, preflight
 
 # %% auto #0
@@ -135,7 +135,8 @@ def load_spec(path_or_name) -> SweepSpec:
         shipped = sorted(q.stem for q in _spec_dir().glob("*.yaml"))
         raise InputError(f"sweep spec not found: {path_or_name} (a YAML path, or a shipped spec: {', '.join(shipped) or 'none'})")
     source = str(p)
-    try: d = yaml.safe_load(p.read_text())
+    try: d = load_yaml(p.read_text())
+    except DuplicateKey as e: raise _spec_error(source, str(e)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

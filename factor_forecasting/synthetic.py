@@ -213,7 +213,7 @@ def write_synthetic(out_dir, cfg: SynthConfig | None = None, *, params: MarketPa
 # %% ../nbs/10_synthetic.ipynb #764318e0
 def stale_reason(path, synth: SynthConfig) -> str | None:
     """Why the synthetic market in `path` is not what this package would write for `synth` (None: it is, or it is a
-    user's data). With the default `synth`, a market of other settings is taken as chosen (`ff data synth --stocks ...`)."""
+    user's data). With the default `synth`, a market of other settings is taken as chosen (`ff data synth CONFIG data.synth.stocks=...`)."""
     try: meta = json.loads((Path(path) / "meta.json").read_text())
     except (OSError, ValueError): return None                     # no readable meta.json: not a market this package wrote
     if not isinstance(meta, dict) or not isinstance(meta.get("synth"), dict): return None
@@ -250,7 +250,7 @@ def ensure_dataset(cfg: Config) -> Path:
     if not check_data_path(cfg):
         if (why := stale_reason(path, cfg.data.synth)) is not None:
             log.warning("%s is not the synthetic market this config and package would generate: %s. Using it as it is; to "
-                        "get that market, generate it into a new directory (`ff data synth --config CONFIG --out NEWDIR`) "
+                        "get that market, generate it into a new directory (`ff data synth CONFIG data.path=NEWDIR`) "
                         "and point data.path at it", path, why)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

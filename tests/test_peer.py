@@ -1,4 +1,4 @@
-"""End-to-end: `ff peer lightgbm --like RUN_DIR` (the console script) next to a real trained run.
+"""End-to-end: `ff peer lightgbm RUN_DIR` (the console script) next to a real trained run.
 
 A tiny walk-forward run is trained by the trainer (one process); its LightGBM peer must have exactly the run's
 prediction rows (date, time, sid, fold, split), the same targets and the same columns and dtypes, render its IC
@@ -34,7 +34,7 @@ def test_peer_like_a_trained_run(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "model"
 
-    res = subprocess.run([FF, "peer", "lightgbm", "--like", str(run), "--quiet"], capture_output=True, text=True, env=ENV,
+    res = subprocess.run([FF, "peer", "lightgbm", str(run), "--quiet"], capture_output=True, text=True, env=ENV,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     peer = tmp_path / "model_lightgbm"
@@ -51,7 +51,7 @@ def test_peer_like_a_trained_run(tmp_path):
     assert "Traceback" not in html and "RankIC" in html
     assert {"config.yaml", "peer.json", "metrics.jsonl"} <= {p.name for p in peer.iterdir()}
 
-    res = subprocess.run([FF, "peer", "lightgbm", "--like", str(run), "--out", str(run), "--quiet"], capture_output=True,
+    res = subprocess.run([FF, "peer", "lightgbm", str(run), "--out-dir", str(run), "--quiet"], capture_output=True,
                          text=True, env=ENV, timeout=120)
-    assert (res.returncode, res.stderr.strip()) == (2, f"ff: error: --out {run} is the run directory itself; the peer needs "
+    assert (res.returncode, res.stderr.strip()) == (2, f"ff: error: --out-dir {run} is the run directory itself; the peer needs "
                                                        "its own directory"), res.stderr

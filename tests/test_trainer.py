@@ -28,6 +28,8 @@ import pytest
 import torch
 
 from factor_forecasting.config import load_config
+from factor_forecasting.run_lock import is_locked
+from factor_forecasting.rundir import RunDir
 from factor_forecasting.synthetic import write_synthetic
 
 TINY = """
@@ -223,13 +225,17 @@ def test_bad_input_inside_the_job_is_one_line(tiny):
 def test_sigterm_stops_with_a_checkpoint_and_a_second_job_is_refused(tiny):
     "While a job runs, a second one in its run directory is refused by name; SIGTERM stops the first with its checkpoint."
     d, cfg, _ = tiny
-    run_dir = d / "runs" / "termed"
+    run_dir, since = d / "runs" / "termed", time.time()
     p = ff_train(cfg, "termed")
-    training_started(run_dir, time.time() - 1, p)
+    t0 = time.time()                           # the second job runs while the first starts up: on a busy machine the
+    while not is_locked(RunDir(run_dir).job_lock):   # first could otherwise finish before the SIGTERM below
+        assert p.poll() is None and time.time() - t0 < 120, p.communicate()[0]
+        time.sleep(0.05)
     second = subprocess.run([FF, "train", str(cfg), "run.name=termed"], capture_output=True, text=True, timeout=120)
     assert second.returncode == 2, second.stderr
     assert second.stderr.startswith(f"ff: error: {run_dir} is in use by another job (pid {p.pid} on host "), second.stderr
     assert second.stderr.rstrip().endswith(f"ff train {cfg} run.name=termed --nproc 2); wait for it or use another run.name")
+    training_started(run_dir, since, p)
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 143, out

@@ -154,7 +154,9 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
     from factor_forecasting.model import build_model
     from factor_forecasting.synthetic import ensure_dataset
     from factor_forecasting.telemetry import Telemetry
-    from factor_forecasting.trainer import FoldTrainer, Position, init_distributed, per_rank_batch, train_fold
+    from factor_forecasting.distributed import init_distributed
+    from factor_forecasting.resolved import per_rank_batch
+    from factor_forecasting.trainer import FoldTrainer, Position, train_fold
     with tempfile.TemporaryDirectory() as tmp:
         log_every = 5
         warmup, steps = -(-warmup // log_every) * log_every, -(-steps // log_every) * log_every
@@ -201,7 +203,7 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
         trainer = FoldTrainer(cfg, job, build_model(cfg, *meta), total_steps=warmup + steps)
         train_ds = make(days, True)
         tele = Telemetry(cfg, job.main, job.world, job.device, len(train_ds) // accum)
-        train_fold(trainer, Position(), train_ds, make(valid, False), cfg.run_dir / "checkpoints", tele, 0)
+        train_fold(trainer, Position(), train_ds, make(valid, False), tele, 0)
         tele.close("finished")
         t = {r["step"]: r["time"] for r in map(_json.loads, (cfg.run_dir / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"}

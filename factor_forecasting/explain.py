@@ -162,7 +162,7 @@ def fold_test_days(run_dir) -> dict[int, list[int]]:
 def load_fold_model(run_dir, fold: int, cfg, n_features: int, n_stocks: int, device="cpu"):
     "The model of `cfg` with fold `fold`'s best weights (`checkpoints/fold{fold:03d}.pt`), in eval mode."
     from factor_forecasting.model import build_model
-    from factor_forecasting.trainer import load_checkpoint
+    from factor_forecasting.checkpoint import load_checkpoint
     path = Path(run_dir) / "checkpoints" / f"fold{fold:03d}.pt"
     for marker, what in (("ensemble.json", "an ensemble (`ff ensemble`)"), ("peer.json", "a LightGBM peer (`ff peer`)")):
         if (Path(run_dir) / marker).exists():

@@ -16,7 +16,7 @@ __all__ = ['autocast', 'forecasts', 'prediction_rows', 'prediction_frame']
 
 # %% ../nbs/40_inference.ipynb #78fa6aa0
 def autocast(device, dtype: torch.dtype | None):
-    "Mixed-precision context for `dtype` (`trainer.resolve_precision`) on `device`; None: full precision."
+    "Mixed-precision context for `dtype` (`resolved.resolve_precision`) on `device`; None: full precision."
     if dtype is None: return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
 

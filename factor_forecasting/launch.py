@@ -22,6 +22,7 @@ import yaml
 
 from .backtest import check_backtest
 from .config import Config, InputError, load_config
+from .distributed import TORCHRUN_PID_ENV
 from .pipeline_runner import execute_pipeline, failed_notebook, pipeline_path
 from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
@@ -32,10 +33,10 @@ from .synthetic import check_data_path
 from .market import weekdays
 
 # %% auto #0
-__all__ = ['GRACEFUL_STOP_S', 'TORCHRUN_PID_ENV', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count',
-           'preflight', 'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch',
-           'check_outside_data', 'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command',
-           'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline', 'demo']
+__all__ = ['GRACEFUL_STOP_S', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
+           'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'check_outside_data',
+           'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command', 'job_launchers', 'forwarding_stops',
+           'run_pipeline', 'oos_headline', 'demo']
 
 # %% ../nbs/70_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -130,12 +131,10 @@ def torchrun_command(config: str, overrides=(), nproc_per_node: int = 1, nnodes:
         if not 0 <= node_rank < nnodes: raise LaunchError(f"node_rank={node_rank} must be in [0, nnodes={nnodes})")
         cmd += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={rdzv_id}",
                 f"--rdzv_conf=is_host={int(node_rank == 0)}"]
-    cmd += ["-m", "factor_forecasting.trainer", "--config", str(config), *overrides]
+    cmd += ["-m", "factor_forecasting.walkforward", "--config", str(config), *overrides]
     return cmd + ["--fresh"] * fresh + ["--restart-fold"] * restart_fold
 
 # %% ../nbs/70_launch.ipynb #2a456f59
-TORCHRUN_PID_ENV = "FF_TORCHRUN_PID"    # set by `torchrun_main` for its workers: the parent they watch
-
 def _job_log_level(script_args: list[str]) -> str:
     "`run.log_level` of the trainer command line torchrun is about to start (INFO if it cannot be read)."
     import argparse

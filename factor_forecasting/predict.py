@@ -134,7 +134,8 @@ def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None
     "Predict `data_dir`'s days `start`..`end` with `checkpoint`, history from `history` (default: the run's data); write `out`."
     from factor_forecasting.loader import PanelDataset, open_panel
     from factor_forecasting.model import build_model, model_context
-    from factor_forecasting.trainer import load_checkpoint, resolve_precision
+    from factor_forecasting.checkpoint import load_checkpoint
+    from factor_forecasting.resolved import resolve_precision
     fmt = out_format(out)
     ckpt, cfg_path = _checkpoint_and_config(checkpoint, config)
     train_cfg = load_config(cfg_path)

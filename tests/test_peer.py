@@ -29,7 +29,7 @@ def test_peer_like_a_trained_run(tmp_path):
     data = write_synthetic(tmp_path / "data", stocks=30, days=24, features=10, snapshots=2, signal=4.0)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.format(data=data, root=tmp_path))
-    res = subprocess.run([sys.executable, "-m", "factor_forecasting.trainer", "--config", str(config)], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "factor_forecasting.walkforward", "--config", str(config)], capture_output=True,
                          text=True, env=ENV, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "model"

@@ -1,6 +1,6 @@
 """End-to-end: `ff predict` (the console script) on today's data.
 
-A tiny run is trained (`trainer.run`, one process); its last day is saved alone without the
+A tiny run is trained (`walkforward.run`, one process); its last day is saved alone without the
 targets (what a researcher has on the morning of a trading day). Predicted on top of the run's training data (the
 default history) it gets the predictions that day gets inside the full dataset, as CSV; without history every row is
 flagged and counted; a bad `--out` suffix or a missing feature is one line naming the file, and nothing is written.
@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
     data = write_synthetic(d / "data", stocks=30, days=26, features=10, snapshots=2)
     (d / "tiny.yaml").write_text(TINY.format(data=data, root=d))
-    train = "import sys; from factor_forecasting.config import load_config; from factor_forecasting.trainer import run; " \
+    train = "import sys; from factor_forecasting.config import load_config; from factor_forecasting.walkforward import run; " \
             "run(load_config(sys.argv[1]))"
     res = subprocess.run([sys.executable, "-c", train, str(d / "tiny.yaml")], capture_output=True, text=True, timeout=600, env=ENV)
     assert res.returncode == 0, res.stderr[-4000:]

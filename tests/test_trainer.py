@@ -28,6 +28,8 @@ import pytest
 import torch
 
 from factor_forecasting.config import load_config
+from factor_forecasting.run_lock import is_locked
+from factor_forecasting.rundir import RunDir
 from factor_forecasting.synthetic import write_synthetic
 
 TINY = """
@@ -45,7 +47,7 @@ run: {{root: {root}, seed: 7, log_level: WARNING}}
 
 def torchrun(config, name, nproc=2, max_restarts=0, extra=(), **kw):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           f"--max_restarts={max_restarts}", "-m", "factor_forecasting.trainer", "--config", str(config),
+           f"--max_restarts={max_restarts}", "-m", "factor_forecasting.walkforward", "--config", str(config),
            f"run.name={name}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -147,13 +149,16 @@ from factor_forecasting.config import load_config
 from factor_forecasting.runtime import seed_everything
 from factor_forecasting.loader import PanelDataset
 from factor_forecasting.model import build_model
-from factor_forecasting.trainer import FoldTrainer, exit_now, init_distributed
+from factor_forecasting.distributed import exit_now, init_distributed
+from factor_forecasting.resolved import resolve
+from factor_forecasting.trainer import FoldTrainer
 cfg = load_config(sys.argv[1], ["model.dropout=0.0", "trainer.warmup_steps=2", *sys.argv[3:]])
 d = init_distributed("cpu")
-full = PanelDataset(cfg, cross_sections_per_batch=2)
+context = resolve(cfg, d.world).context
+full = PanelDataset(cfg, cross_sections_per_batch=2, context=context)
 days = full.days[:16]
 # the same global batches: the two halves of each step come from the 2-rank split of the days
-halves = [list(PanelDataset(cfg, days, rank=r, world_size=2, cross_sections_per_batch=2)) for r in range(2)]
+halves = [list(PanelDataset(cfg, days, rank=r, world_size=2, cross_sections_per_batch=2, context=context)) for r in range(2)]
 seed_everything(0)
 ds = halves[0]
 ft = FoldTrainer(cfg, d, build_model(cfg, len(full.columns.features), len(full.universe)), total_steps=len(halves[0]))
@@ -161,7 +166,7 @@ for i in range(len(halves[0])):
     ft.step([halves[d.rank][i]] if d.world == 2 else [halves[0][i], halves[1][i]])
 if d.rank == 0: torch.save(ft.model.state_dict(), sys.argv[2])
 torch.distributed.destroy_process_group()
-exit_now(0)         # as the trainer ends: gloo's threads can crash the interpreter's teardown (see trainer.exit_now)
+exit_now(0)         # as the trainer ends: gloo's threads can crash the interpreter's teardown (see distributed.exit_now)
 """
 
 
@@ -184,8 +189,9 @@ def build_init(cfg):
     from factor_forecasting.runtime import seed_everything
     from factor_forecasting.loader import PanelDataset
     from factor_forecasting.model import build_model
+    from factor_forecasting.resolved import resolve
     cfg = load_config(cfg, ["model.dropout=0.0"])
-    full = PanelDataset(cfg, cross_sections_per_batch=2)
+    full = PanelDataset(cfg, cross_sections_per_batch=2, context=resolve(cfg).context)
     seed_everything(0)
     return build_model(cfg, len(full.columns.features), len(full.universe)).state_dict()
 
@@ -219,13 +225,17 @@ def test_bad_input_inside_the_job_is_one_line(tiny):
 def test_sigterm_stops_with_a_checkpoint_and_a_second_job_is_refused(tiny):
     "While a job runs, a second one in its run directory is refused by name; SIGTERM stops the first with its checkpoint."
     d, cfg, _ = tiny
-    run_dir = d / "runs" / "termed"
+    run_dir, since = d / "runs" / "termed", time.time()
     p = ff_train(cfg, "termed")
-    training_started(run_dir, time.time() - 1, p)
+    t0 = time.time()                           # the second job runs while the first starts up: on a busy machine the
+    while not is_locked(RunDir(run_dir).job_lock):   # first could otherwise finish before the SIGTERM below
+        assert p.poll() is None and time.time() - t0 < 120, p.communicate()[0]
+        time.sleep(0.05)
     second = subprocess.run([FF, "train", str(cfg), "run.name=termed"], capture_output=True, text=True, timeout=120)
     assert second.returncode == 2, second.stderr
     assert second.stderr.startswith(f"ff: error: {run_dir} is in use by another job (pid {p.pid} on host "), second.stderr
     assert second.stderr.rstrip().endswith(f"ff train {cfg} run.name=termed --nproc 2); wait for it or use another run.name")
+    training_started(run_dir, since, p)
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 143, out

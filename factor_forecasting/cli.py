@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -28,16 +27,16 @@ from .peer import peer_like, peer_summary
 from .predict import predict_checkpoint
 from .report import render_report
 from .runtime import resolve_device
-from .schema import check_dataset
-from .sweep import SweepStopped, is_finished, load_spec, parse_shard, plan_runs, read_index, run_sweep, shard_runs
+from .schema import check_dataset, format_check
+from .sweep import SweepStopped, run_states, run_sweep
+from .sweep_spec import load_spec, parse_shard
 from .synthetic import write_synthetic
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DEVICES', 'OLD_FORMS', 'subcommand', 'config_args', 'device_arg', 'old_form', 'build_parser', 'main',
-           'config_cmd', 'monitor_cmd', 'launch_args', 'launch_params', 'run_cmd', 'check_warnings', 'format_check',
-           'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd', 'demo_cmd', 'report_cmd', 'bench_metrics_cmd',
-           'predict_cmd', 'explain_cmd', 'train_cmd', 'bench_train_cmd', 'compare_cmd', 'sweep_cmd', 'ensemble_cmd',
-           'peer_lightgbm_cmd', 'backtest_cmd']
+           'config_cmd', 'monitor_cmd', 'launch_args', 'launch_params', 'run_cmd', 'data_check_cmd', 'data_synth_cmd',
+           'bench_loader_cmd', 'demo_cmd', 'report_cmd', 'bench_metrics_cmd', 'predict_cmd', 'explain_cmd', 'train_cmd',
+           'bench_train_cmd', 'compare_cmd', 'sweep_cmd', 'ensemble_cmd', 'peer_lightgbm_cmd', 'backtest_cmd']
 
 # %% ../nbs/89_cli.ipynb #566d4fb5
 COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {}
@@ -213,53 +212,6 @@ def run_cmd(ns) -> int:
 def _data_check_args(p):
     config_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-# %% ../nbs/89_cli.ipynb #a95dd8a5
-def _names(names: list, n: int = 5) -> str:
-    return ", ".join(f"`{c}`" for c in names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
-# %% ../nbs/89_cli.ipynb #ca298bd2
-def check_warnings(r: dict) -> list[str]:
-    "The findings of a `check_dataset` summary that need a reader's attention, one line each."
-    lc, out = r["leak_check"], []
-    for p in lc["flagged"]:
-        out.append(f"likely leak: feature `{p['feature']}` has a same-row RankIC of {p['rank_ic']:+.3f} with target "
-                   f"`{p['target']}` (|mean| over the cross-sections of {lc['sample_days']} sampled days > {lc['threshold']}): "
-                   "a forward-looking column? declare it in data.label_columns (or data.exclude)")
-    out += [f"feature `{f}`: {n} infinite value(s), treated as missing" for f, n in r["infinite"].items()]
-    if r["all_missing"]: out.append(f"feature(s) {_names(r['all_missing'])} have no finite value in any file")
-    if r["thin_days"]:
-        days = [f"{d} ({n})" for d, n in r["thin_days"].items()]
-        out.append(f"{len(days)} day(s) with a cross-section of fewer than {lc['min_stocks']} stocks (report.min_stocks; the "
-                   f"metrics skip it): {', '.join(days[:5])}" + (f" and {len(days) - 5} more" if len(days) > 5 else ""))
-    for c, where in r["uneven_columns"].items():
-        have, lack = where["present_in"], where["missing_from"]
-        out.append(f"column `{c}` is in {len(have)} of {len(have) + len(lack)} files; " +
-                   (f"only in {', '.join(have[:5])}" if len(have) <= len(lack) else f"missing from {', '.join(lack[:5])}") +
-                   (" ..." if min(len(have), len(lack)) > 5 else ""))
-    if r["label_columns_absent"]:
-        out.append(f"data.label_columns {_names(r['label_columns_absent'])} not in the data (a typo would let the real column "
-                   "through as a feature)")
-    return out
-
-# %% ../nbs/89_cli.ipynb #0af4face
-def format_check(r: dict) -> str:
-    "The `ff data check` summary as aligned lines, then one `warning:` line per finding."
-    miss = r["missing_rate"]
-    worst = max(miss, key=miss.get)
-    top = r["leak_check"]["max"]
-    lines = [("dataset", r["path"]), ("files", f"{r['files']} ({r['first_date']} .. {r['last_date']})"), ("rows", r["rows"]),
-             ("stocks/day", "min {min}, median {median:g}, max {max}".format(**r["stocks_per_day"]) + f" (universe {r['universe']})"),
-             ("snapshots/day", "{min} .. {max}".format(**r["snapshots_per_day"])),
-             ("features", f"{r['features']}; missing rate mean {100 * sum(miss.values()) / len(miss):.2f}%, max {100 * miss[worst]:.2f}% (`{worst}`)"),
-             ("feature list", textwrap.fill(", ".join(r["feature_names"]), 116, initial_indent=" " * 16, subsequent_indent=" " * 16)[16:]),
-             ("targets", ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["target_coverage"].items()) + " finite"),
-             ("trainable rows", f"{r['trainable_rows']} (at least one finite target)"),
-             ("luld / weight", f"{r['luld'] or '-'} / {r['weight'] or '-'}"),
-             ("leak check", (f"largest same-row RankIC {top['rank_ic']:+.3f} (`{top['feature']}` vs `{top['target']}`)" if top
-                             else "no cross-section large enough") +
-              f" over {r['leak_check']['sample_days']} sampled days; flagged above {r['leak_check']['threshold']}")]
-    return "\n".join([f"{k:<15} {v}" for k, v in lines] + [f"warning: {w}" for w in check_warnings(r)])
 
 # %% ../nbs/89_cli.ipynb #ab2a98f9
 @subcommand("data check", "check the dataset of a config (data.path) against the data contract and summarise it (exit 2: "
@@ -460,10 +412,7 @@ def _sweep_args(p):
 def sweep_cmd(ns) -> int:
     if ns.list:
         spec = load_spec(ns.spec)
-        sweep_dir = Path(ns.root).resolve() / spec.name
-        status = {r["dir"]: r["status"] for r in (read_index(sweep_dir) or {}).get("runs", [])}
-        for r in shard_runs(plan_runs(spec), parse_shard(ns.shard)):
-            print(f"{r.dir:<20} {'finished' if is_finished(sweep_dir, r, spec) else status.get(r.dir, 'pending')}")
+        for run, state in run_states(spec, Path(ns.root).resolve() / spec.name, parse_shard(ns.shard)): print(f"{run:<20} {state}")
         return 0
     try: res = run_sweep(ns.spec, ns.root, ns.parallel, ns.shard, progress=not ns.quiet)
     except SweepStopped as e:

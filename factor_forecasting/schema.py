@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .metrics import cross_section_ic
 # %% auto #0
 __all__ = ['LEAK_RANK_IC', 'LEAK_SAMPLE_DAYS', 'SchemaError', 'Columns', 'never_feature', 'resolve_columns', 'column_problems',
            'day_files', 'DayScan', 'read_parquet', 'sid_array', 'scan_day', 'DatasetScan', 'scan_dataset',
-           'leak_sample', 'leak_pairs', 'check_dataset']
+           'leak_sample', 'leak_pairs', 'check_dataset', 'check_warnings', 'format_check']
 
 # %% ../nbs/11_schema.ipynb #34fcaf6a
 class SchemaError(InputError):
@@ -313,3 +314,50 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
             "uneven_columns": {c: {"present_in": [d.path.name for d in scan.days if d.path not in lacking],
                                    "missing_from": [p.name for p in lacking]} for c, lacking in scan.uneven_columns.items()},
             "label_columns_absent": [c for c in dcfg.label_columns if c not in present]}
+
+# %% ../nbs/11_schema.ipynb #a95dd8a5
+def _names(names: list, n: int = 5) -> str:
+    return ", ".join(f"`{c}`" for c in names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+# %% ../nbs/11_schema.ipynb #ca298bd2
+def check_warnings(r: dict) -> list[str]:
+    "The findings of a `check_dataset` summary that need a reader's attention, one line each."
+    lc, out = r["leak_check"], []
+    for p in lc["flagged"]:
+        out.append(f"likely leak: feature `{p['feature']}` has a same-row RankIC of {p['rank_ic']:+.3f} with target "
+                   f"`{p['target']}` (|mean| over the cross-sections of {lc['sample_days']} sampled days > {lc['threshold']}): "
+                   "a forward-looking column? declare it in data.label_columns (or data.exclude)")
+    out += [f"feature `{f}`: {n} infinite value(s), treated as missing" for f, n in r["infinite"].items()]
+    if r["all_missing"]: out.append(f"feature(s) {_names(r['all_missing'])} have no finite value in any file")
+    if r["thin_days"]:
+        days = [f"{d} ({n})" for d, n in r["thin_days"].items()]
+        out.append(f"{len(days)} day(s) with a cross-section of fewer than {lc['min_stocks']} stocks (report.min_stocks; the "
+                   f"metrics skip it): {', '.join(days[:5])}" + (f" and {len(days) - 5} more" if len(days) > 5 else ""))
+    for c, where in r["uneven_columns"].items():
+        have, lack = where["present_in"], where["missing_from"]
+        out.append(f"column `{c}` is in {len(have)} of {len(have) + len(lack)} files; " +
+                   (f"only in {', '.join(have[:5])}" if len(have) <= len(lack) else f"missing from {', '.join(lack[:5])}") +
+                   (" ..." if min(len(have), len(lack)) > 5 else ""))
+    if r["label_columns_absent"]:
+        out.append(f"data.label_columns {_names(r['label_columns_absent'])} not in the data (a typo would let the real column "
+                   "through as a feature)")
+    return out
+
+# %% ../nbs/11_schema.ipynb #0af4face
+def format_check(r: dict) -> str:
+    "The `ff data check` summary as aligned lines, then one `warning:` line per finding."
+    miss = r["missing_rate"]
+    worst = max(miss, key=miss.get)
+    top = r["leak_check"]["max"]
+    lines = [("dataset", r["path"]), ("files", f"{r['files']} ({r['first_date']} .. {r['last_date']})"), ("rows", r["rows"]),
+             ("stocks/day", "min {min}, median {median:g}, max {max}".format(**r["stocks_per_day"]) + f" (universe {r['universe']})"),
+             ("snapshots/day", "{min} .. {max}".format(**r["snapshots_per_day"])),
+             ("features", f"{r['features']}; missing rate mean {100 * sum(miss.values()) / len(miss):.2f}%, max {100 * miss[worst]:.2f}% (`{worst}`)"),
+             ("feature list", textwrap.fill(", ".join(r["feature_names"]), 116, initial_indent=" " * 16, subsequent_indent=" " * 16)[16:]),
+             ("targets", ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["target_coverage"].items()) + " finite"),
+             ("trainable rows", f"{r['trainable_rows']} (at least one finite target)"),
+             ("luld / weight", f"{r['luld'] or '-'} / {r['weight'] or '-'}"),
+             ("leak check", (f"largest same-row RankIC {top['rank_ic']:+.3f} (`{top['feature']}` vs `{top['target']}`)" if top
+                             else "no cross-section large enough") +
+              f" over {r['leak_check']['sample_days']} sampled days; flagged above {r['leak_check']['threshold']}")]
+    return "\n".join([f"{k:<15} {v}" for k, v in lines] + [f"warning: {w}" for w in check_warnings(r)])

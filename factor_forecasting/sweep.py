@@ -29,8 +29,8 @@ from .sweep_spec import (PEERS, SweepRun, SweepSpec, grid_points, load_spec, par
                                            shard_runs, validate_spec)
 
 # %% auto #0
-__all__ = ['INDEX', 'read_index', 'update_index', 'check_same_sweep', 'lock_sweep', 'is_finished', 'run_command', 'peer_main',
-           'SweepResult', 'SweepStopped', 'run_sweep']
+__all__ = ['INDEX', 'read_index', 'update_index', 'check_same_sweep', 'lock_sweep', 'is_finished', 'sweep_running', 'run_states',
+           'run_command', 'peer_main', 'SweepResult', 'SweepStopped', 'run_sweep']
 
 # %% ../nbs/74_sweep.ipynb #64c7fb4a
 INDEX = "sweep.json"
@@ -106,6 +106,22 @@ def is_finished(sweep_dir, run: SweepRun, spec: SweepSpec, index: dict | None = 
     try: status = json.loads((d / "heartbeat.json").read_text()).get("status")
     except (OSError, ValueError): return False
     return status == "finished" and report_ok
+
+# %% ../nbs/74_sweep.ipynb #cdeed8fd
+def sweep_running(sweep_dir) -> bool:
+    "Whether a sweep (whole or a shard) holds `sweep_dir`'s lock now."
+    sweep_dir = Path(sweep_dir)
+    return any(is_locked(p) for p in [sweep_dir / "sweep.lock", *sweep_dir.glob("sweep.shard-*.lock")])
+
+def run_states(spec: SweepSpec, sweep_dir, shard: tuple[int, int] = (1, 1)) -> list[tuple[str, str]]:
+    "(run directory, state) for the runs of `shard`: finished from the files, else the index's word, stale `running` said as stopped."
+    index = read_index(sweep_dir) or {}
+    status, live = {r["dir"]: r["status"] for r in index.get("runs", [])}, sweep_running(sweep_dir)
+    def state(r):
+        if is_finished(sweep_dir, r, spec, index): return "finished"
+        s = status.get(r.dir, "pending")
+        return "stopped (the next ff sweep resumes it)" if s == "running" and not live else s
+    return [(r.dir, state(r)) for r in shard_runs(plan_runs(spec), shard)]
 
 # %% ../nbs/74_sweep.ipynb #0985c18d
 def _ff() -> list[str]:

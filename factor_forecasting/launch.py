@@ -28,7 +28,7 @@ from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
 from .report import compare_runs, load_run, oracle_summary
 from .rolling import horizon_days, make_folds
-from .schema import day_files, leak_pairs, LEAK_RANK_IC, leak_sample, read_parquet, resolve_columns
+from .schema import day_files, is_leak, leak_pairs, leak_sample, leak_text, read_parquet, resolve_columns
 from .synthetic import check_data_path
 from .market import weekdays
 
@@ -97,11 +97,10 @@ def check_data(cfg: Config) -> list:
         if d.leak_check:
             sample = leak_sample([p for _, p in files])
             cols = resolve_columns(d, f.schema_arrow, str(files[0][1]))
-            leaks = [p for p in leak_pairs(sample, cols, cfg.report.min_stocks) if abs(p["rank_ic"]) > LEAK_RANK_IC]
+            leaks = [p for p in leak_pairs(sample, cols, cfg.report.min_stocks) if is_leak(p)]
             if leaks:
-                raise LaunchError(f"{d.path}: feature `{leaks[0]['feature']}` has a same-row RankIC of {leaks[0]['rank_ic']:+.3f} "
-                                  f"with target `{leaks[0]['target']}` over {len(sample)} sampled days ({len(leaks)} pair(s) above "
-                                  f"{LEAK_RANK_IC}; `ff data check` lists them): a forward-looking column used as an input? Declare it "
+                raise LaunchError(f"{d.path}: feature `{leaks[0]['feature']}` has {leak_text(leaks[0])} ({len(leaks)} likely "
+                                  f"leak(s); `ff data check` lists them): a forward-looking column used as an input? Declare it "
                                   "in data.label_columns (or data.exclude), or set data.leak_check=false if it is known at the row's time")
     folds = make_folds(dates, cfg.rolling, horizon_days(d.targets, cfg.rolling))
     room = len(folds[0].train) * snapshots

@@ -20,9 +20,10 @@ from .config import TARGETS, DataConfig, InputError
 from .metrics import cross_section_ic
 
 # %% auto #0
-__all__ = ['LEAK_RANK_IC', 'LEAK_SAMPLE_DAYS', 'SchemaError', 'Columns', 'never_feature', 'resolve_columns', 'column_problems',
-           'day_files', 'DayScan', 'read_parquet', 'sid_array', 'scan_day', 'DatasetScan', 'scan_dataset',
-           'leak_sample', 'leak_pairs', 'check_dataset', 'check_warnings', 'format_check']
+__all__ = ['LEAK_RANK_IC', 'LEAK_DAY_RANK_IC', 'LEAK_DAYS', 'LEAK_SAMPLE_DAYS', 'SchemaError', 'Columns', 'never_feature',
+           'resolve_columns', 'column_problems', 'day_files', 'DayScan', 'read_parquet', 'sid_array', 'scan_day',
+           'DatasetScan', 'scan_dataset', 'leak_sample', 'is_leak', 'leak_text', 'leak_pairs', 'check_dataset',
+           'check_warnings', 'format_check']
 
 # %% ../nbs/11_schema.ipynb #34fcaf6a
 class SchemaError(InputError):
@@ -247,6 +248,8 @@ def scan_dataset(path, dcfg: DataConfig, start: int | None = None, end: int | No
 
 # %% ../nbs/11_schema.ipynb #576cca80
 LEAK_RANK_IC = 0.3       # |mean same-row RankIC| of a feature with a target above this: a likely leak
+LEAK_DAY_RANK_IC = 0.5   # ... or |RankIC| above this on one day (its snapshots' mean) ...
+LEAK_DAYS = 2            # ... on at least this many sampled days: a column that is the target on part of the data
 LEAK_SAMPLE_DAYS = 20    # days (spread evenly) the leak check reads
 
 def _same_row_rank_ic(X: np.ndarray, y: np.ndarray, times: np.ndarray, min_stocks: int) -> np.ndarray:
@@ -259,11 +262,22 @@ def leak_sample(paths: list) -> list:
     "The `LEAK_SAMPLE_DAYS` day files (spread evenly) the leak check reads."
     return [paths[k] for k in sorted(set(np.linspace(0, len(paths) - 1, min(len(paths), LEAK_SAMPLE_DAYS)).round().astype(int).tolist()))]
 
+# %% ../nbs/11_schema.ipynb #27f3d705
+def is_leak(pair: dict) -> bool:
+    "Whether a `leak_pairs` entry is a likely leak: |mean RankIC| > `LEAK_RANK_IC`, or > `LEAK_DAY_RANK_IC` on `LEAK_DAYS` days."
+    return abs(pair["rank_ic"]) > LEAK_RANK_IC or pair["leak_days"] >= LEAK_DAYS
+
+def leak_text(pair: dict) -> str:
+    "How a likely leak shows: its mean RankIC, and the days on which it is nearly the target."
+    return (f"a same-row RankIC of {pair['rank_ic']:+.3f} with target `{pair['target']}` (mean over {pair['days']} sampled days; "
+            f"|RankIC| > {LEAK_DAY_RANK_IC} on {pair['leak_days']} of them)")
+
 # %% ../nbs/11_schema.ipynb #716cb725
 def leak_pairs(paths: list, cols: Columns, min_stocks: int = 10) -> list[dict]:
-    "Mean same-row RankIC over the cross-sections of `paths` of every (feature, target) pair, largest |RankIC| first."
+    """Every (feature, target) pair's same-row RankIC over the cross-sections of `paths`: its mean (`rank_ic`) and the
+    number of days whose mean exceeds `LEAK_DAY_RANK_IC` in size (`leak_days`, of `days`); flagged pairs first, then by |mean|."""
     F, T = len(cols.features), len(cols.targets)
-    ric_sum, ric_n = np.zeros((F, T)), np.zeros((F, T))
+    ric_sum, ric_n, over, days = np.zeros((F, T)), np.zeros((F, T)), np.zeros((F, T), int), np.zeros((F, T), int)
     for path in paths:
         t = read_parquet(path, cols.features + cols.targets + ([cols.time] if cols.time else []))[1]
         X = np.column_stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.features])
@@ -271,10 +285,12 @@ def leak_pairs(paths: list, cols: Columns, min_stocks: int = 10) -> list[dict]:
         for i, c in enumerate(cols.targets):
             r = _same_row_rank_ic(X, t.column(c).to_numpy(zero_copy_only=False).astype(np.float64), times, min_stocks)
             ric_sum[:, i] += np.nansum(r, 0); ric_n[:, i] += np.isfinite(r).sum(0)
+            n = np.isfinite(r).sum(0)                                                   # the day: its snapshots' mean
+            days[:, i] += n > 0; over[:, i] += np.abs(np.nansum(r, 0)) > LEAK_DAY_RANK_IC * np.maximum(n, 1)
     with np.errstate(invalid="ignore"): ric = ric_sum / ric_n                    # NaN: no cross-section large enough
-    return sorted(({"feature": f, "target": tg, "rank_ic": round(float(ric[i, j]), 4)}
-                   for i, f in enumerate(cols.features) for j, tg in enumerate(cols.targets) if np.isfinite(ric[i, j])),
-                  key=lambda p: -abs(p["rank_ic"]))
+    pairs = [{"feature": f, "target": tg, "rank_ic": round(float(ric[i, j]), 4), "leak_days": int(over[i, j]), "days": int(days[i, j])}
+             for i, f in enumerate(cols.features) for j, tg in enumerate(cols.targets) if np.isfinite(ric[i, j])]
+    return sorted(pairs, key=lambda p: (not is_leak(p), -abs(p["rank_ic"])))
 
 # %% ../nbs/11_schema.ipynb #dea694c3
 def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
@@ -309,7 +325,8 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
             "trainable_rows": int(sum(d.trainable.sum() for d in scan.days)),
             "luld": cols.luld, "weight": cols.weight,
             "leak_check": {"threshold": LEAK_RANK_IC, "sample_days": len(sample), "min_stocks": min_stocks,
-                           "max": pairs[0] if pairs else None, "flagged": [p for p in pairs if abs(p["rank_ic"]) > LEAK_RANK_IC]},
+                           "day_threshold": LEAK_DAY_RANK_IC, "days": LEAK_DAYS,
+                           "max": pairs[0] if pairs else None, "flagged": [p for p in pairs if is_leak(p)]},
             "thin_days": {d.date: int(d.counts.min()) for d in scan.days if d.counts.min() < min_stocks},
             "uneven_columns": {c: {"present_in": [d.path.name for d in scan.days if d.path not in lacking],
                                    "missing_from": [p.name for p in lacking]} for c, lacking in scan.uneven_columns.items()},
@@ -324,9 +341,8 @@ def check_warnings(r: dict) -> list[str]:
     "The findings of a `check_dataset` summary that need a reader's attention, one line each."
     lc, out = r["leak_check"], []
     for p in lc["flagged"]:
-        out.append(f"likely leak: feature `{p['feature']}` has a same-row RankIC of {p['rank_ic']:+.3f} with target "
-                   f"`{p['target']}` (|mean| over the cross-sections of {lc['sample_days']} sampled days > {lc['threshold']}): "
-                   "a forward-looking column? declare it in data.label_columns (or data.exclude)")
+        out.append(f"likely leak: feature `{p['feature']}` has {leak_text(p)}: a forward-looking column? declare it in "
+                   "data.label_columns (or data.exclude)")
     out += [f"feature `{f}`: {n} infinite value(s), treated as missing" for f, n in r["infinite"].items()]
     if r["all_missing"]: out.append(f"feature(s) {_names(r['all_missing'])} have no finite value in any file")
     if r["thin_days"]:
@@ -359,5 +375,6 @@ def format_check(r: dict) -> str:
              ("luld / weight", f"{r['luld'] or '-'} / {r['weight'] or '-'}"),
              ("leak check", (f"largest same-row RankIC {top['rank_ic']:+.3f} (`{top['feature']}` vs `{top['target']}`)" if top
                              else "no cross-section large enough") +
-              f" over {r['leak_check']['sample_days']} sampled days; flagged above {r['leak_check']['threshold']}")]
+              f" over {r['leak_check']['sample_days']} sampled days; flagged above {r['leak_check']['threshold']}, or above "
+              f"{r['leak_check']['day_threshold']} on {r['leak_check']['days']} days")]
     return "\n".join([f"{k:<15} {v}" for k, v in lines] + [f"warning: {w}" for w in check_warnings(r)])

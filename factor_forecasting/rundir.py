@@ -236,12 +236,23 @@ def _check_universe(rec: dict | None, panel, cfg: Config, resume: bool) -> None:
         raise InputError(f"the stock universe of {Path(cfg.data.path)} changed since fold {rec['fold']} (stocks came or went) and "
                          "model.stock_embedding indexes stocks by it: start over with --fresh, or use another run.name")
 
+# %% ../nbs/32_rundir.ipynb #3d8f4bda
+def _check_present(rec: dict | None, fold: Fold, data_dir) -> None:
+    "`InputError` naming the first day file a finished fold's record lists that is no longer in `data_dir`."
+    if rec is None: return
+    gone = [Path(data_dir) / name for name in rec["files"] if not (Path(data_dir) / name).exists()]
+    if gone:
+        more = f" (and {len(gone) - 1} more of its files)" if len(gone) > 1 else ""
+        raise InputError(f"{gone[0]} is gone since fold {fold.index} read it{more}: finished folds are kept, not retrained; "
+                         "restore the file, or start over with --fresh (or use another run.name)")
+
 # %% ../nbs/32_rundir.ipynb #52bdc71d
 def plan_folds(run: RunDir, folds: list[Fold], panel, rs: Resolved, restart_fold: bool = False) -> FoldPlan:
     "Keep the finished folds whose inputs are unchanged, name a changed input, and clear what belongs to folds that run again."
     keep, notes, rec, resume = [], [], None, False
     for f in folds:
         r, done = run.read_fold_record(f.index), run.finished(f.index)
+        if done: _check_present(r, f, rs.cfg.data.path)
         if (note := _rerun_note(r, f, done, panel, rs, restart_fold)) is not None:
             notes += [note] if note else []
             break

@@ -86,7 +86,8 @@ OLD_FORMS = {   # (verb, flag) of an earlier release -> the form that replaced i
     **{(verb, "--cost-bps"): "backtest.open_cost_bps=X backtest.close_cost_bps=Y (the TopkDropout backtest's costs)"
        for verb in ("report", "compare")},
     ("report", "--backtest-target"): "backtest.target=TARGET, e.g. `ff report RUN_DIR backtest.target=ema1d`",
-    ("report", "--weighted"): "nothing: the TopkDropout backtest weighs each name 1/backtest.topk (nbs/contract.md section 4)",
+    ("report", "--weighted"): "the backtest.* settings; the TopkDropout book weighs each name 1/backtest.topk, no weight column "
+                            "(nbs/contract.md section 4)",
 }
 
 # %% ../nbs/89_cli.ipynb #28353e8d

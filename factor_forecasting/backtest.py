@@ -195,13 +195,15 @@ def turnover_frontier(preds: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/61_backtest.ipynb #a83c0cc9
-def backtest_config(run_dir, overrides: Sequence[str] = ()) -> Config:
-    "The run's config with `backtest.KEY=VALUE` overrides applied, every backtest setting checked (a `ConfigError` naming the key)."
+def backtest_config(run_dir, overrides: Sequence[str] = (), sections: Sequence[str] = ("backtest",)) -> Config:
+    """The run's config with `KEY=VALUE` overrides of `sections` (a finished run's other settings are what it ran with)
+    applied, every backtest setting checked (a `ConfigError` naming the key)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists(): raise InputError(f"{path}: not found (is {run_dir} a run directory?)")
     for item in overrides:
-        if not item.split("=", 1)[0].strip().startswith("backtest."):
-            raise ConfigError(f"override `{item}`: only backtest.* keys apply to a finished run")
+        section, dot, _ = item.split("=", 1)[0].strip().partition(".")
+        if section not in sections or not dot:
+            raise ConfigError(f"override `{item}`: only {' and '.join(f'{s}.*' for s in sections)} keys apply to a finished run")
     cfg = load_config(path, list(overrides))
     check_backtest(cfg.backtest, cfg.data.targets, f"{path}" + (" with overrides" if overrides else ""))
     return cfg

@@ -79,6 +79,14 @@ OLD_FORMS = {   # (verb, flag) of an earlier release -> the form that replaced i
     ("ensemble", "--out"): "--out-dir DIR (an ensemble is a run directory; --out is always a file)",
     ("peer lightgbm", "--like"): "ff peer lightgbm RUN_DIR [--out-dir DIR]",
     ("peer lightgbm", "--out"): "--out-dir DIR (a peer is a run directory; --out is always a file)",
+    **{(verb, flag): f"{key}=N, e.g. `ff {verb} {'RUN_DIR' if verb == 'report' else 'SWEEP_DIR'} {key}={example}`"
+       for verb in ("report", "compare") for flag, key, example in (("--quantiles", "report.quantiles", 5),
+       ("--min-stocks", "report.min_stocks", 20), ("--top-k", "backtest.topk", 30))},
+    **{(verb, "--cost-bps"): "backtest.open_cost_bps=X backtest.close_cost_bps=Y (the TopkDropout backtest's costs)"
+       for verb in ("report", "compare")},
+    ("report", "--backtest-target"): "backtest.target=TARGET, e.g. `ff report RUN_DIR backtest.target=ema1d`",
+    ("report", "--weighted"): "the backtest.* settings; the TopkDropout book weighs each name 1/backtest.topk, no weight column "
+                            "(nbs/contract.md section 4)",
 }
 
 # %% ../nbs/89_cli.ipynb #28353e8d
@@ -278,22 +286,20 @@ def demo_cmd(ns) -> int:
 
 # %% ../nbs/89_cli.ipynb #bf34f76c
 def _report_args(p):
-    p.add_argument("run_dir", help="run directory (config.yaml, predictions.parquet, metrics.jsonl)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (config.yaml, predictions.parquet, metrics.jsonl)")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="report.* and backtest.* overrides of the run's config, "
+                   "e.g. report.quantiles=5 backtest.topk=30 backtest.n_drop=2 backtest.mode=long_short")
     p.add_argument("--targets", nargs="+", default=None, help="targets to report (default: the run's data.targets)")
-    p.add_argument("--quantiles", type=int, default=None, help="prediction groups (default: report.quantiles)")
-    p.add_argument("--top-k", type=int, default=None, help="backtest long/short names per side (default: report.top_k)")
-    p.add_argument("--cost-bps", type=float, default=None, help="backtest one-way cost in bps (default: report.cost_bps)")
-    p.add_argument("--min-stocks", type=int, default=None, help="skip smaller cross-sections (default: report.min_stocks)")
-    p.add_argument("--baseline", action="append", default=None, metavar="RUN_DIR", help="a run to compare with (repeatable)")
-    p.add_argument("--backtest-target", default=None, help="target the backtest trades (default: nextT1d if reported)")
-    p.add_argument("--weighted", action="store_true", help="weight backtest legs by data.weight_col")
+    p.add_argument("--baseline", action="append", default=[], metavar="RUN_DIR",
+                   help="a run over the same data to compare with (repeatable; beside report.baselines)")
 
 # %% ../nbs/89_cli.ipynb #baaeb409
-@subcommand("report", "render RUN_DIR/ic_report.html: IC, RankIC in-sample vs OOS, deciles, backtest, training curves", _report_args)
+@subcommand("report", "render RUN_DIR/ic_report.html: IC, RankIC in-sample vs OOS, deciles, groups, the TopkDropout "
+            "backtest, training curves", _report_args)
 def report_cmd(ns) -> int:
-    html = render_report(ns.run_dir, ns.targets, ns.quantiles, ns.top_k, ns.cost_bps, ns.min_stocks,
-                         ns.baseline, ns.backtest_target, ns.weighted)
-    print(html)
+    targets = [t for t in ns.targets or [] if "=" not in t] or None      # `--targets T k=v`: k=v is an override
+    overrides = [*ns.overrides, *(t for t in ns.targets or [] if "=" in t)]
+    print(render_report(ns.run_dir, overrides, targets, ns.baseline))
     return 0
 
 # %% ../nbs/89_cli.ipynb #5561e73d
@@ -378,22 +384,22 @@ def bench_train_cmd(ns) -> int:
 
 # %% ../nbs/89_cli.ipynb #8d2f0b46
 def _compare_args(p):
-    p.add_argument("sources", nargs="+", metavar="SWEEP_DIR|RUN_DIR", help="one sweep directory (sweep.json), or run directories")
+    p.add_argument("sources", nargs="+", metavar="SWEEP_DIR|RUN_DIR", help="one sweep directory (sweep.json), or run "
+                   "directories; then report.* and backtest.* KEY=VALUE overrides of the settings every row is measured "
+                   "with, e.g. backtest.n_drop=2")
     p.add_argument("--out", default=None, metavar="PAGE.html", help="the page to write (default: SWEEP_DIR/compare.html; "
                    "required with run directories)")
     p.add_argument("--reference", default=None, metavar="ROW|RUN_DIR", help="the row every other row is tested against "
                    "(default: the first peer, else the first row)")
-    p.add_argument("--quantiles", type=int, default=None, help="prediction groups for long-short (default: report.quantiles)")
-    p.add_argument("--top-k", type=int, default=None, help="backtest long/short names per side (default: report.top_k)")
-    p.add_argument("--cost-bps", type=float, default=None, help="backtest one-way cost in bps (default: report.cost_bps)")
-    p.add_argument("--min-stocks", type=int, default=None, help="skip smaller cross-sections (default: report.min_stocks)")
+    p.set_defaults(overrides=[])        # KEY=VALUE after a flag lands here (`main`)
 
 # %% ../nbs/89_cli.ipynb #9a69730f
 @subcommand("compare", "compare a sweep's configs (mean ± std over seeds), ensembles and peers, or run directories: OOS "
             "figures and a paired HAC test of daily RankIC vs a reference -> compare.html", _compare_args)
 def compare_cmd(ns) -> int:
-    sources = ns.sources[0] if len(ns.sources) == 1 else ns.sources
-    print(render_compare(sources, ns.out, ns.reference, ns.quantiles, ns.top_k, ns.cost_bps, ns.min_stocks))
+    overrides = [s for s in ns.sources if "=" in s and not Path(s).exists()] + ns.overrides
+    sources = [s for s in ns.sources if s not in overrides]
+    print(render_compare(sources[0] if len(sources) == 1 else sources, ns.out, ns.reference, overrides))
     return 0
 
 # %% ../nbs/89_cli.ipynb #586ba2c2

@@ -5,26 +5,30 @@
 # %% ../nbs/65_compare.ipynb #d4f6b8c0
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .config import InputError, load_config
+from .config import Config, InputError, load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
 from .metrics import (daily_ic, ic_table, long_short, newey_west_lags, newey_west_t, quantile_frame,
                                         summarize)
-from .report import ReportFailed, Run, backtest, load_run, to_html
+from .backtest import backtest_config, backtest_summary, simulate, trading_days
+from .report import (REPORT_SECTIONS, ReportFailed, Run, check_same_data, load_run, oos_keys, some_of,
+                                       to_html, trading_points)
 from .report_figures import figure_row, to_dates
 from .rolling import horizon_days
 
 # %% auto #0
 __all__ = ['SWEEP_INDEX', 'KINDS', 'FIGURES', 'TEST_COLUMNS', 'FORMATS', 'KIND_COLORS', 'COMPARE_PAGE', 'Row', 'read_sweep',
-           'resolve_sources', 'oos_days', 'check_same_days', 'paired_rank_ic_test', 'run_figures', 'Comparison',
-           'compare', 'display_table', 'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
+           'resolve_sources', 'check_same_days', 'paired_rank_ic_test', 'run_figures', 'Comparison', 'compare',
+           'display_table', 'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
 
 # %% ../nbs/65_compare.ipynb #a7c9e1f3
 SWEEP_INDEX = "sweep.json"
@@ -87,32 +91,16 @@ def resolve_sources(sources) -> tuple[list[Row], int, list[str], bool]:
             for l, s in zip(labels, sources)]
     return rows, len(rows), [], False
 
-# %% ../nbs/65_compare.ipynb #e1a3c5d7
-def oos_days(run_dir) -> set:
-    "The OOS (test split) days of a run's `predictions.parquet`; a missing file or column is an `InputError` naming it."
-    run_dir = Path(run_dir)
-    date_col = load_config(run_dir / "config.yaml").data.date_col if (run_dir / "config.yaml").exists() else "date"
-    path = run_dir / "predictions.parquet"
-    if not path.exists(): raise InputError(f"{path}: not found (the run has not written its predictions yet)")
-    try: p = pd.read_parquet(path, columns=[date_col, "split"])
-    except Exception as e: raise InputError(f"{path}: cannot read columns `{date_col}`, `split` ({str(e).splitlines()[0][:200]})") from None
-    return set(p.loc[p.split.astype(str) == "test", date_col].astype(np.int64).unique().tolist())
-
-# %% ../nbs/65_compare.ipynb #908810e1
-def _days_text(days: set, n: int = 5) -> str:
-    d = sorted(days)
-    return ", ".join(map(str, d[:n])) + (f" and {len(d) - n} more" if len(d) > n else "")
-
 # %% ../nbs/65_compare.ipynb #d27393d0
 def check_same_days(run_dirs: list) -> int:
     "The number of OOS days every run covers; an `InputError` naming the first run whose OOS days differ from the first run's."
     first, ref = None, None
     for r in run_dirs:
-        days = oos_days(r)
+        days = set(oos_keys(r).date.tolist())
         if not days: raise InputError(f"{Path(r) / 'predictions.parquet'}: no OOS rows (split == 'test'): nothing to compare")
         if ref is None: first, ref = Path(r), days
         elif days != ref:
-            parts = [f"{len(d)} day(s) only in {name}: {_days_text(d)}" for name, d in ((Path(r).name, days - ref), (first.name, ref - days)) if d]
+            parts = [f"{len(d)} day(s) only in {name}: {some_of(d)}" for name, d in ((Path(r).name, days - ref), (first.name, ref - days)) if d]
             raise InputError(f"{r}: its OOS days differ from {first}'s ({'; '.join(parts)}): "
                              "rows are compared only on the same test days")
     return len(ref)
@@ -128,7 +116,7 @@ def paired_rank_ic_test(daily_a: pd.Series, daily_b: pd.Series, lags: int) -> di
     only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
     if len(only_a) or len(only_b):
         raise InputError(f"paired test: {na} and {nb} do not cover the same days ("
-                         + "; ".join(f"only {n}: {len(d)} day(s) {_days_text(d)}" for n, d in ((na, only_a), (nb, only_b)) if len(d))
+                         + "; ".join(f"only {n}: {len(d)} day(s) {some_of(d)}" for n, d in ((na, only_a), (nb, only_b)) if len(d))
                          + "): compare predictions over the same days")
     b = b.reindex(a.index)
     ok = np.isfinite(a.to_numpy()) & np.isfinite(b.to_numpy())
@@ -137,21 +125,24 @@ def paired_rank_ic_test(daily_a: pd.Series, daily_b: pd.Series, lags: int) -> di
             "mean_diff": nw["mean"], "se": nw["se"], "t": nw["t"], "p": nw["p"], "days": nw["n"], "lags": nw["lags"]}
 
 # %% ../nbs/65_compare.ipynb #c5e7a9b1
-FIGURES = ["IC", "RankIC", "RankICIR", "long-short", "cost-adj IR", "turnover"]   # per run and target, mean ± std over seeds
+FIGURES = ["IC", "RankIC", "RankICIR", "long-short", "long-only net IR", "turnover"]   # per run and target, mean ± std over seeds
 
-def run_figures(run: Run, targets: list[str], quantiles: int, top_k: int, cost_bps: float, min_stocks: int) -> tuple[dict, dict]:
-    "`{target: {figure: value}}` of one run's OOS rows (`FIGURES`) and `{target: daily OOS RankIC series}`."
-    d, oos = run.config.data, run.oos
+def run_figures(run: Run, targets: list[str], settings: Config) -> tuple[dict, dict]:
+    """`{target: {figure: value}}` of one run's OOS rows (`FIGURES`) and `{target: daily OOS RankIC series}`, with the
+    `report` and `backtest` sections of `settings`."""
+    d, oos, rc = run.config.data, run.oos, settings.report
     keys = dict(date_col=d.date_col, time_col=d.time_col)
-    table = ic_table(oos, targets, min_stocks, fold_col="fold", **keys)
+    table = ic_table(oos, targets, rc.min_stocks, fold_col="fold", **keys)
     summary = summarize(table, ["target"], d.date_col).set_index("target")
+    rows, _ = trading_points(run)
     figures, daily = {}, {}
     for t in targets:
-        ls = long_short(quantile_frame(oos, f"pred_{t}", t, quantiles, min_stocks=min_stocks, **keys), d.date_col).long_short
-        _, bt = backtest(oos, f"pred_{t}", t, top_k, cost_bps, None, d.luld_col, d.sid_col, **keys)
+        ls = long_short(quantile_frame(oos, f"pred_{t}", t, rc.quantiles, min_stocks=rc.min_stocks, **keys), d.date_col).long_short
+        days = trading_days(rows, t, sid_col=d.sid_col, luld_col=d.luld_col, **keys)
+        bt = backtest_summary(simulate(days, dataclasses.replace(settings.backtest, target=t, mode="long_only")))
         s = summary.loc[t] if t in summary.index else pd.Series(dtype=float)
         figures[t] = {"IC": s.get("IC", np.nan), "RankIC": s.get("RankIC", np.nan), "RankICIR": s.get("RankICIR", np.nan),
-                      "long-short": float(ls.mean()) if len(ls) else np.nan, "cost-adj IR": bt["ir"], "turnover": bt["turnover"]}
+                      "long-short": float(ls.mean()) if len(ls) else np.nan, "long-only net IR": bt["ir"], "turnover": bt["turnover"]}
         daily[t] = daily_ic(table[table.target == t], d.date_col).rank_ic
     return figures, daily
 
@@ -169,7 +160,7 @@ class Comparison:
     per_run: pd.DataFrame           # one line per (target, row, run): seed and FIGURES
     daily: dict                     # {target: date x row label frame of daily OOS RankIC (a row's: its seed mean)}
     days: int                       # OOS days every run covers
-    settings: dict                  # quantiles, top_k, cost_bps, min_stocks
+    settings: dict                  # quantiles, min_stocks, topk, n_drop, open_cost_bps, close_cost_bps
     notes: list[str] = field(default_factory=list)
 
 # %% ../nbs/65_compare.ipynb #339f6221
@@ -183,26 +174,26 @@ def _reference(rows: list[Row], reference) -> Row:
     raise InputError(f"reference {str(reference)!r}: no such row or run (rows: {', '.join(r.label for r in rows)})")
 
 # %% ../nbs/65_compare.ipynb #f94ef58a
-def compare(sources, reference=None, quantiles: int | None = None, top_k: int | None = None, cost_bps: float | None = None,
-            min_stocks: int | None = None) -> Comparison:
+def compare(sources, reference=None, overrides: Sequence[str] = ()) -> Comparison:
     "Compare one sweep directory's runs, or run directories (each its own row): see above."
     rows, tried, notes, _ = resolve_sources(sources)
     ref = _reference(rows, reference)
     days = check_same_days([r for row in rows for r in row.runs])
-    cfg0 = load_config(rows[0].runs[0] / "config.yaml")
+    check_same_data([r for row in rows for r in row.runs])
+    cfg0 = backtest_config(rows[0].runs[0], overrides, REPORT_SECTIONS)
     configs = {r: load_config(r / "config.yaml") for row in rows for r in row.runs}
     targets = [t for t in cfg0.data.targets if all(t in c.data.targets for c in configs.values())]
     for t in cfg0.data.targets:
         if t not in targets: notes.append(f"target {t} left out: {', '.join(r.name for r, c in configs.items() if t not in c.data.targets)} do(es) not predict it")
     if not targets: raise InputError(f"no target that every run predicts (the first run, {rows[0].runs[0]}, has {cfg0.data.targets})")
-    rc = cfg0.report
-    settings = {"quantiles": quantiles or rc.quantiles, "top_k": top_k or rc.top_k,
-                "cost_bps": rc.cost_bps if cost_bps is None else cost_bps, "min_stocks": min_stocks or rc.min_stocks}
+    b = cfg0.backtest
+    settings = {"quantiles": cfg0.report.quantiles, "min_stocks": cfg0.report.min_stocks, "topk": b.topk, "n_drop": b.n_drop,
+                "open_cost_bps": b.open_cost_bps, "close_cost_bps": b.close_cost_bps}
     per_run, daily = [], {t: {} for t in targets}
     for row in rows:
         seed_daily = {t: [] for t in targets}
         for run_dir, seed in zip(row.runs, row.seeds):
-            figs, dly = run_figures(load_run(run_dir, targets), targets, **settings)
+            figs, dly = run_figures(load_run(run_dir, targets), targets, cfg0)
             for t in targets:
                 per_run.append({"target": t, "row": row.label, "run": run_dir.name, "seed": seed, **figs[t]})
                 seed_daily[t].append(dly[t].rename(run_dir.name))
@@ -226,7 +217,7 @@ def compare(sources, reference=None, quantiles: int | None = None, top_k: int | 
     return Comparison(rows, targets, ref.label, tried, pd.DataFrame(lines), per_run, daily, days, settings, notes)
 
 # %% ../nbs/65_compare.ipynb #f4b6d8e0
-FORMATS = {"IC": "{:.4f}", "RankIC": "{:.4f}", "RankICIR": "{:.3f}", "long-short": "{:.3g}", "cost-adj IR": "{:.2f}",
+FORMATS = {"IC": "{:.4f}", "RankIC": "{:.4f}", "RankICIR": "{:.3f}", "long-short": "{:.3g}", "long-only net IR": "{:.2f}",
            "turnover": "{:.3f}", "ΔRankIC": "{:+.4f}", "HAC t": "{:+.2f}", "p": "{:.3f}", "p x N": "{:.3f}", "lag": "{:.0f}",
            "days": "{:.0f}"}
 
@@ -280,21 +271,22 @@ def fig_rank_ic_bars(cmp: Comparison):
 # %% ../nbs/65_compare.ipynb #f0b2d4e6
 COMPARE_PAGE = "compare.html"    # the page's name in a sweep directory
 
-def render_compare(sources, out_html=None, reference=None, quantiles: int | None = None, top_k: int | None = None,
-                   cost_bps: float | None = None, min_stocks: int | None = None, kernel: str | None = None,
+def render_compare(sources, out_html=None, reference=None, overrides: Sequence[str] = (), kernel: str | None = None,
                    timeout: int = 1800) -> Path:
-    "Execute the comparison notebook for `sources` (a sweep directory, or run directories) and render `out_html`; returns its path."
+    "Execute the comparison notebook for `sources` (a sweep directory, or run directories; `overrides`: `report.*` / `backtest.*` KEY=VALUE) and render `out_html`; returns its path."
     rows, _, _, is_sweep = resolve_sources(sources)
     ref = _reference(rows, reference).label if reference is not None else None   # fails on an unknown one; the kernel gets the label
-    check_same_days([r for row in rows for r in row.runs])     # bad input fails here, before a kernel starts
+    runs = [r for row in rows for r in row.runs]
+    check_same_days(runs)                                      # bad input fails here, before a kernel starts
+    check_same_data(runs)
+    backtest_config(runs[0], overrides, REPORT_SECTIONS)
     if out_html is None:
         if not is_sweep: raise InputError("comparing run directories: say where the page goes (--out PAGE.html)")
         out_html = Path(sources if isinstance(sources, (str, Path)) else sources[0]) / COMPARE_PAGE
     out_html = Path(out_html).resolve()
     if out_html.suffix != ".html": raise InputError(f"{out_html}: the page's name must end in .html")
     sources = [str(Path(s).resolve()) for s in ([sources] if isinstance(sources, (str, Path)) else sources)]
-    params = {"sources": sources, "reference": ref, "quantiles": quantiles, "top_k": top_k,
-              "cost_bps": cost_bps, "min_stocks": min_stocks}
+    params = {"sources": sources, "reference": ref, "overrides": list(overrides)}
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out = out_html.with_suffix(".ipynb")
     failure = execute_pipeline("compare", out, params, kernel, execution_timeout=timeout)

@@ -33,8 +33,8 @@ from .atomic import atomic_target
 # %% auto #0
 __all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat',
            'Fraction', 'Date', 'NonEmptyStr', 'RUN_NAME', 'RunName', 'MODEL_NAMES', 'MODEL_NAME', 'TARGETS',
-           'SESSION_MINUTES', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig',
-           'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
+           'SESSION_MINUTES', 'RETIRED_KEYS', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides',
+           'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
            'BacktestConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
            'config_from_dict', 'check_section', 'config_to_dict', 'config_diff', 'parse_override', 'list_presets',
            'absolute_paths', 'DuplicateKey', 'load_yaml', 'load_config', 'save_config']
@@ -209,8 +209,6 @@ class RollingConfig:
 class ReportConfig:
     "IC analysis (nbs/contract.md section 4) and the HTML report."
     quantiles: Annotated[int, at_least(2)] = 10
-    top_k: PositiveInt = 50           # backtest: long top-k, short bottom-k
-    cost_bps: NonNegativeFloat = 5.0  # backtest one-way cost
     min_stocks: Annotated[int, at_least(2)] = 10
     baselines: list[NonEmptyStr] = field(default_factory=list)  # other run directories to compare with; relative: as `data.path`
 
@@ -344,7 +342,13 @@ def _convert(value, tp, key: str, source: str):
     raise ConfigError(f"`{key}`: unsupported annotation {tp!r}")
 
 # %% ../nbs/01_config.ipynb #0914d243
+RETIRED_KEYS = {   # keys of an earlier release -> what replaced them
+    "report.top_k": "the report's backtest is the TopkDropout backtest: `backtest.topk`",
+    "report.cost_bps": "the report's backtest is the TopkDropout backtest: `backtest.open_cost_bps`, `backtest.close_cost_bps`",
+}
+
 def _unknown(key: str, source: str) -> ConfigError:
+    if key in RETIRED_KEYS: return ConfigError(f"`{key}` in {source}: retired; {RETIRED_KEYS[key]} (delete the key)")
     keys, leaf = config_keys(), key.rsplit(".", 1)[-1]
     # the right name in the wrong section beats a fuzzy match (`model.lr` -> `trainer.lr`, not `model.layers`)
     close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf] or difflib.get_close_matches(key, keys, n=1, cutoff=0.6)

@@ -29,7 +29,7 @@ from .run_lock import LOCK_ENV, check_job_lock, lock_job
 from .report import compare_runs, load_run, oracle_summary
 from .rolling import horizon_days, make_folds
 from .schema import day_files, is_leak, leak_pairs, leak_sample, leak_text, read_parquet, resolve_columns
-from .synthetic import check_data_path
+from .synthetic import check_data_path, ensure_dataset
 from .market import weekdays
 
 # %% auto #0

@@ -5,26 +5,34 @@
 # %% ../nbs/62_report.ipynb #55279763
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .config import Config, InputError, load_config
+from .config import BacktestConfig, Config, DataConfig, InputError, load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
-from .metrics import (SAMPLES, cross_section_codes, cross_horizon, daily_ic, fold_table, headline_table, ic_summary,
-                                        ic_table, long_short, monthly_ic, quantile_frame, rank_autocorr, summarize, top_turnover)
+from .metrics import (SAMPLES, cross_horizon, daily_ic, fold_table, headline_table, ic_summary, ic_table,
+                                        long_short, monthly_ic, quantile_frame, rank_autocorr, summarize, top_turnover)
 from .groups import group_ic_frame, group_long_short, group_summary, neutral_ic_frames, neutral_table
+from .backtest import (backtest_config, backtest_summary, join_luld, simulate, trading_days, trading_rows,
+                                         turnover_frontier)
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_COLUMNS', 'OFFLINE_TEMPLATE', 'ReportError', 'Run', 'read_metrics', 'required_columns', 'load_run',
-           'oracle_summary', 'compare_runs', 'group_frame', 'GroupAnalysis', 'group_analysis', 'Attribution',
-           'read_attribution', 'backtest', 'Analysis', 'analyze', 'ReportFailed', 'to_html', 'render_report']
+__all__ = ['REPORT_SECTIONS', 'ATTRIBUTION_COLUMNS', 'BACKTEST_MODES', 'SUMMARY_COLUMNS', 'OFFLINE_TEMPLATE', 'ReportError',
+           'Run', 'read_metrics', 'required_columns', 'load_run', 'oracle_summary', 'compare_runs', 'some_of',
+           'oos_keys', 'data_identity', 'check_same_data', 'group_frame', 'GroupAnalysis', 'group_analysis',
+           'Attribution', 'read_attribution', 'BacktestAnalysis', 'trading_points', 'backtest_analysis', 'Analysis',
+           'analyze', 'ReportFailed', 'to_html', 'render_report']
 
 # %% ../nbs/62_report.ipynb #21daa152
 class ReportError(InputError):
@@ -63,20 +71,21 @@ def required_columns(cfg: Config, targets: list[str]) -> list[str]:
             *[c for t in targets for c in (f"pred_{t}", t)]]
 
 # %% ../nbs/62_report.ipynb #b299681f
-def load_run(run_dir, targets: list[str] | None = None) -> Run:
-    "Load and check a run directory for the report."
+REPORT_SECTIONS = ("report", "backtest")   # the config sections the report's options override
+
+def load_run(run_dir, targets: list[str] | None = None, overrides: Sequence[str] = ()) -> Run:
+    "Load and check a run directory for the report, `overrides` (`report.*`, `backtest.*` KEY=VALUE) on its config."
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists(): raise ReportError(f"{run_dir / 'config.yaml'}: not found (is {run_dir} a run directory?)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = backtest_config(run_dir, overrides, REPORT_SECTIONS)
     targets = list(targets or cfg.data.targets)
     path = run_dir / "predictions.parquet"
     if not path.exists(): raise ReportError(f"{path}: not found (the run has not written its predictions yet)")
     try: names = pq.read_schema(path).names
     except Exception as e: raise ReportError(f"{path}: not a readable parquet file ({e})") from None
-    missing = [c for c in required_columns(cfg, targets) if c not in names]
+    keep = required_columns(cfg, list(dict.fromkeys([*targets, cfg.backtest.target])))
+    missing = [c for c in keep if c not in names]
     if missing: raise ReportError(f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(f'`{c}`' for c in missing)}")
-    keep = required_columns(cfg, targets) + [c for c in (cfg.data.luld_col, cfg.data.weight_col) if c and c in names]
-    preds = pd.read_parquet(path, columns=keep)
+    preds = pd.read_parquet(path, columns=keep + ([cfg.data.luld_col] if cfg.data.luld_col in names else []))
     preds["split"] = preds["split"].astype(str)
     return Run(run_dir, cfg, preds, read_metrics(run_dir / "metrics.jsonl"), targets)
 
@@ -116,6 +125,82 @@ def compare_runs(runs: list, targets: list[str], min_stocks: int = 10) -> pd.Dat
         rows.append(s.assign(run=r.run_dir.name, model=r.config.model.name))
     cols = ["run", "model", "target", "IC", "ICIR", "RankIC", "RankICIR", "hit rate", "days"]
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+# %% ../nbs/62_report.ipynb #62718b16
+def some_of(values, n: int = 5) -> str:
+    "The first `n` of `values`, sorted, and how many more there are: for a message."
+    v = sorted(values)
+    return ", ".join(map(str, v[:n])) + (f" and {len(v) - n} more" if len(v) > n else "")
+
+# %% ../nbs/62_report.ipynb #c9901172
+def oos_keys(run_dir) -> pd.DataFrame:
+    "The distinct `date`, `sid` of a run's OOS rows (`split == 'test'`); a missing file or column is an `InputError` naming it."
+    run_dir = Path(run_dir)
+    d = load_config(run_dir / "config.yaml").data if (run_dir / "config.yaml").exists() else DataConfig()
+    path, cols = run_dir / "predictions.parquet", [d.date_col, d.sid_col, "split"]
+    if not path.exists(): raise InputError(f"{path}: not found (the run has not written its predictions yet)")
+    try: p = pd.read_parquet(path, columns=cols)
+    except Exception as e:
+        raise InputError(f"{path}: cannot read columns {', '.join(f'`{c}`' for c in cols)} ({str(e).splitlines()[0][:200]})") from None
+    test = p[p.split.astype(str).to_numpy() == "test"]
+    return pd.DataFrame({"date": test[d.date_col].to_numpy(np.int64), "sid": test[d.sid_col].to_numpy()}).drop_duplicates(ignore_index=True)
+
+# %% ../nbs/62_report.ipynb #57baa9a7
+@functools.lru_cache(maxsize=None)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    "SHA-256 of a file, hashed once per (path, size, mtime_ns) in this process."
+    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+
+# %% ../nbs/62_report.ipynb #bd2492bf
+def _day_files_now(run_dir: Path) -> dict:
+    "File name -> SHA-256 of the run's OOS day files as its `data.path` holds them now."
+    data = Path(load_config(run_dir / "config.yaml").data.path)
+    out = {}
+    for day in sorted(oos_keys(run_dir).date.unique()):
+        path = data / f"{day}.parquet"
+        if not path.exists():
+            raise InputError(f"{run_dir}: cannot tell which data it read: no fold record names its day files "
+                             f"(checkpoints/foldNNN.json) and {path} is not there")
+        out[path.name] = _sha256(str(path), path.stat().st_size, path.stat().st_mtime_ns)
+    return out
+
+# %% ../nbs/62_report.ipynb #8d980767
+def data_identity(run_dir) -> dict:
+    """File name -> SHA-256 of the day files a run read: its fold records' (`checkpoints/fold<NNN>.json`), an ensemble's
+    members' (`ensemble.json`), else, for a run whose records name no file (the LightGBM peer), its OOS day files now."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists(): raise InputError(f"{run_dir / 'config.yaml'}: not found (is {run_dir} a run directory?)")
+    if (run_dir / "ensemble.json").exists():
+        members = [Path(m) for m in json.loads((run_dir / "ensemble.json").read_text()).get("members", [])]
+        members = [m for m in members if (m / "config.yaml").exists()]
+        if members: return functools.reduce(lambda acc, m: data_identity(m) | acc, members, {})   # the first member's first
+    recorded = {}
+    for p in sorted((run_dir / "checkpoints").glob("fold*.json")):
+        recorded |= {name: fp["sha256"] for name, fp in json.loads(p.read_text()).get("files", {}).items()}
+    return recorded or _day_files_now(run_dir)
+
+# %% ../nbs/62_report.ipynb #4a3567ee
+def check_same_data(run_dirs: Sequence) -> None:
+    """An `InputError` saying what differs unless every run read the same data as the first: the same SHA-256 for every
+    day file both read, and the same stocks in their OOS rows on the days both cover."""
+    first, *others = [Path(r) for r in run_dirs]
+    if not others: return
+    files, keys = data_identity(first), oos_keys(first)
+    for r in others:
+        theirs = data_identity(r)
+        common = sorted(files.keys() & theirs.keys())
+        if not common: raise InputError(f"runs {first} and {r} share no day file: nothing shows they read the same data")
+        if differ := [f for f in common if files[f] != theirs[f]]:
+            more = f" (and {len(differ) - 1} more of the {len(common)} day files both read)" if len(differ) > 1 else ""
+            raise InputError(f"runs {first} and {r} read different data: {differ[0]} differs (sha256 {files[differ[0]][:12]}... "
+                             f"vs {theirs[differ[0]][:12]}...){more}: runs compare only on the same data")
+        k = oos_keys(r)
+        days = set(keys.date) & set(k.date)
+        a, b = (set(x.sid[x.date.isin(days)]) for x in (keys, k))
+        if a != b:
+            raise InputError(f"runs {first} and {r} hold different stocks on the OOS days both cover ({len(a - b)} only in "
+                             f"{first.name}: {some_of(a - b) or '-'}; {len(b - a)} only in {r.name}: {some_of(b - a) or '-'}): "
+                             "runs compare only on the same universe")
 
 # %% ../nbs/62_report.ipynb #b8243ee4
 def group_frame(run: Run) -> tuple[pd.DataFrame | None, str, str | None, str | None]:
@@ -218,52 +303,40 @@ def read_attribution(run: Run) -> tuple[Attribution | None, str]:
     return Attribution(value.loc[order], se.reindex(index=order, columns=value.columns), lags, int(att.fold.nunique()), truth), ""
 
 # %% ../nbs/62_report.ipynb #e8dff387
-def backtest(df: pd.DataFrame, pred_col: str, target_col: str, top_k: int = 50, cost_bps: float = 5.0,
-             weight_col: str | None = None, luld_col: str | None = "luld", sid_col: str = "sid", date_col: str = "date",
-             time_col: str | None = "time", periods_per_year: int = 252) -> tuple[pd.DataFrame, dict]:
-    "Daily long top-k / short bottom-k backtest: (daily frame of returns, costs and turnover; summary dict)."
-    d = df
-    if time_col is not None and len(d):
-        d = d[d[time_col].to_numpy() == d.groupby(date_col)[time_col].transform("max").to_numpy()]
-    p, y = d[pred_col].to_numpy(np.float64), d[target_col].to_numpy(np.float64)
-    ok = np.isfinite(p) & np.isfinite(y)
-    if luld_col is not None and luld_col in d.columns: ok &= d[luld_col].to_numpy() == 0
-    d, p, y = d[ok], p[ok], y[ok]
-    codes, keys = cross_section_codes(d, date_col, None)
-    G = len(keys)
-    order = np.lexsort((p, codes))                                  # by day, then prediction
-    n = np.bincount(codes, minlength=G)
-    pos = np.empty(len(p), dtype=np.int64)
-    pos[order] = np.arange(len(p)) - (np.cumsum(n) - n)[codes[order]]
-    k = np.minimum(top_k, n // 2)[codes]
-    long, short = pos >= n[codes] - k, pos < k
-    raw = d[weight_col].to_numpy(np.float64) if weight_col is not None and weight_col in d.columns else np.ones(len(p))
-    raw = np.where(np.isfinite(raw), raw, 1.0)
-    leg = lambda m: np.where(m, raw, 0.0) / np.bincount(codes, weights=np.where(m, raw, 0.0), minlength=G)[codes]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.nan_to_num(leg(long)) - np.nan_to_num(leg(short))
-    sums = lambda v: np.bincount(codes, weights=v, minlength=G)
-    held = pd.DataFrame({"code": codes, "sid": d[sid_col].to_numpy(), "w": w})[w != 0]
-    change = pd.concat([held, held.assign(code=held.code + 1, w=-held.w)])   # today's book minus yesterday's
-    traded = change.groupby(["code", "sid"]).w.sum().abs().groupby(level=0).sum().reindex(range(G), fill_value=0.0).to_numpy()
-    daily = keys[[date_col]].assign(long=sums(np.where(w > 0, w * y, 0)), short=-sums(np.where(w < 0, w * y, 0)),
-                                    names=sums(w != 0).astype(np.int64))
-    daily["gross"] = daily.long - daily.short
-    daily["cost"] = traded * cost_bps / 1e4
-    daily["net"] = daily.gross - daily.cost
-    daily["turnover"] = traded / 4
-    daily["equity"] = daily.net.cumsum()
-    daily = daily[daily.names > 0].reset_index(drop=True)
-    net = daily.net
-    std = net.std(ddof=1) if len(net) > 1 else np.nan
-    peak = np.maximum.accumulate(np.r_[0.0, daily.equity.to_numpy()])[1:]
-    summary = {"annual_return": float(net.mean() * periods_per_year) if len(net) else np.nan,
-               "gross_annual_return": float(daily.gross.mean() * periods_per_year) if len(net) else np.nan,
-               "ir": float(net.mean() / std * np.sqrt(periods_per_year)) if std > 0 else np.nan,
-               "max_drawdown": float((peak - daily.equity).max()) if len(net) else np.nan,
-               "turnover": float(daily.turnover.mean()) if len(net) else np.nan,
-               "days": len(net), "top_k": top_k, "cost_bps": cost_bps}
-    return daily, summary
+BACKTEST_MODES = ("long_only", "long_short")
+SUMMARY_COLUMNS = {   # `backtest.backtest_summary` key -> the report's column and its format
+    "annual_return": ("annual net return", "{:+.2%}"), "gross_annual_return": ("annual gross return", "{:+.2%}"),
+    "annual_excess": ("annual excess (gross)", "{:+.2%}"), "ir": ("IR (net)", "{:.2f}"),
+    "max_drawdown": ("max drawdown", "{:.2%}"), "turnover": ("mean turnover", "{:.1%}"), "held": ("mean held", "{:.1f}"),
+    "days": ("days", "{:.0f}")}
+
+@dataclass
+class BacktestAnalysis:
+    "The report's TopkDropout backtest of the run's `backtest.target`, long-only and long-short."
+    settings: BacktestConfig   # the run's backtest section (both modes are shown whatever its `mode`)
+    luld: str                  # where the price-limit flags came from (`backtest.join_luld`)
+    frames: dict               # {mode: per-day frame: date, gross, cost, net, turnover, held (+ excess)}
+    summary: pd.DataFrame      # mode x the SUMMARY_COLUMNS names
+    frontier: dict             # {mode: `backtest.turnover_frontier` frame: n_drop, ir, annual_return, turnover}
+
+# %% ../nbs/62_report.ipynb #6fc98b60
+def trading_points(run: Run) -> tuple[pd.DataFrame, str]:
+    "The run's OOS trading points (`backtest.trading_rows`) with the price-limit flags (`backtest.join_luld`), and where those came from."
+    d = run.config.data
+    return join_luld(trading_rows(run.predictions, d.date_col, d.time_col), d)
+
+# %% ../nbs/62_report.ipynb #aa853e28
+def backtest_analysis(run: Run) -> BacktestAnalysis:
+    "Both modes of the run's TopkDropout backtest on its OOS rows, their summaries and their cost/turnover frontiers."
+    cfg, d = run.config, run.config.data
+    rows, luld = trading_points(run)
+    days = trading_days(rows, cfg.backtest.target, date_col=d.date_col, time_col=d.time_col, sid_col=d.sid_col, luld_col=d.luld_col)
+    modes = {m: dataclasses.replace(cfg.backtest, mode=m) for m in BACKTEST_MODES}
+    frames = {m: simulate(days, bt) for m, bt in modes.items()}
+    summary = pd.DataFrame([backtest_summary(f) for f in frames.values()], index=list(modes))
+    summary = summary[[k for k in SUMMARY_COLUMNS if k in summary]].rename(columns={k: v[0] for k, v in SUMMARY_COLUMNS.items()})
+    frontier = {m: turnover_frontier(rows, dataclasses.replace(cfg, backtest=bt)) for m, bt in modes.items()}
+    return BacktestAnalysis(cfg.backtest, luld, frames, summary, frontier)
 
 # %% ../nbs/62_report.ipynb #2665db99
 @dataclass
@@ -277,8 +350,7 @@ class Analysis:
     long_short: dict                # {target: daily long-short and cumulative}
     turnover: dict                  # {target: per cross-section top-group turnover and rank autocorrelation}
     horizon: pd.DataFrame | None    # prediction head x target mean daily OOS RankIC
-    backtest: pd.DataFrame | None   # daily backtest of `backtest_target`
-    backtest_summary: dict
+    backtest: BacktestAnalysis | None   # the TopkDropout backtest of `backtest.target` (None: no OOS rows)
     oracle: pd.DataFrame | None     # per target oracle summaries, with where they come from
     baselines: pd.DataFrame | None  # per baseline run and target OOS summaries
     notes: list[str] = field(default_factory=list)
@@ -290,24 +362,19 @@ def _daily_by(table: pd.DataFrame) -> dict:
     return {(t, SAMPLES[s]): daily_ic(g) for (t, s), g in table[table.split.isin(list(SAMPLES))].groupby(["target", "split"])}
 
 # %% ../nbs/62_report.ipynb #6bdb6dba
-def analyze(run: Run, quantiles: int | None = None, top_k: int | None = None, cost_bps: float | None = None,
-            min_stocks: int | None = None, baselines: list | None = None, backtest_target: str | None = None,
-            weighted: bool = False) -> Analysis:
-    "The whole IC analysis of a run (parameters default to the run's `report` config; `weighted`: weight the backtest by `data.weight_col`)."
+def analyze(run: Run, baselines: Sequence = ()) -> Analysis:
+    "The whole IC analysis of a run with its `report` and `backtest` settings, against `report.baselines` and `baselines`."
     rc, d = run.config.report, run.config.data
-    q, k = quantiles or rc.quantiles, top_k or rc.top_k
-    cost = rc.cost_bps if cost_bps is None else cost_bps
-    ms = rc.min_stocks if min_stocks is None else min_stocks
+    q, ms = rc.quantiles, rc.min_stocks
     keys = dict(date_col=d.date_col, time_col=d.time_col)
+    baselines = [*rc.baselines, *baselines]
+    check_same_data([run.run_dir, *baselines])
     table = ic_table(run.predictions, run.targets, ms, fold_col="fold", **keys)
     oos, notes = run.oos, []
     if oos.empty: notes.append("This run has no out-of-sample predictions (no rows with split == 'test'): the OOS columns "
                                "are empty and the decile, turnover, cross-horizon and backtest sections are skipped.")
     per = lambda f: {t: f(t) for t in run.targets} if len(oos) else {}
     qf = per(lambda t: quantile_frame(oos, f"pred_{t}", t, q, min_stocks=ms, **keys))
-    bt_target = backtest_target or ("nextT1d" if "nextT1d" in run.targets else run.targets[0])
-    bt, bt_sum = (backtest(oos, f"pred_{bt_target}", bt_target, k, cost, d.weight_col if weighted else None, d.luld_col,
-                           d.sid_col, **keys) if len(oos) else (None, {}))
     groups, groups_note = group_analysis(run, ms) if len(oos) else (None, "no OOS rows")
     return Analysis(
         headline=headline_table(table, run.targets), folds=fold_table(table), daily=_daily_by(table),
@@ -317,7 +384,7 @@ def analyze(run: Run, quantiles: int | None = None, top_k: int | None = None, co
         turnover=per(lambda t: top_turnover(oos, f"pred_{t}", q, d.sid_col, **keys).assign(
             autocorr=rank_autocorr(oos, f"pred_{t}", d.sid_col, min_stocks=ms, **keys).autocorr)),
         horizon=cross_horizon(oos, run.targets, min_stocks=ms, **keys) if len(oos) else None,
-        backtest=bt, backtest_summary=bt_sum | ({"target": bt_target} if bt_sum else {}),
+        backtest=backtest_analysis(run) if len(oos) else None,
         oracle=oracle_summary(run, ms), baselines=compare_runs([run, *baselines], run.targets, ms) if baselines else None,
         notes=notes, groups=groups, groups_note=groups_note)
 
@@ -348,16 +415,14 @@ def to_html(nb_path) -> str:
     return html
 
 # %% ../nbs/62_report.ipynb #e79f4ff8
-def render_report(run_dir, targets: list[str] | None = None, quantiles: int | None = None, top_k: int | None = None,
-                  cost_bps: float | None = None, min_stocks: int | None = None, baselines: list | None = None,
-                  backtest_target: str | None = None, weighted: bool = False, kernel: str | None = None,
-                  timeout: int = 1800) -> Path:
-    "Execute the report notebook for `run_dir` into `run_dir/ic_report.ipynb` and render `run_dir/ic_report.html`; returns the HTML path."
-    run_dir = Path(run_dir).resolve()
-    load_run(run_dir, targets)                      # bad input fails here, naming the file and column
-    params = {"run_dir": str(run_dir), "targets": targets, "quantiles": quantiles, "top_k": top_k, "cost_bps": cost_bps,
-              "min_stocks": min_stocks, "baselines": [str(Path(b).resolve()) for b in baselines or []],
-              "backtest_target": backtest_target, "weighted": weighted}
+def render_report(run_dir, overrides: Sequence[str] = (), targets: list[str] | None = None, baselines: Sequence = (),
+                  kernel: str | None = None, timeout: int = 1800) -> Path:
+    """Execute the report notebook for `run_dir` (`overrides`: `report.*` / `backtest.*` KEY=VALUE on its config) into
+    `run_dir/ic_report.ipynb` and render `run_dir/ic_report.html`; returns the HTML path."""
+    run_dir, baselines = Path(run_dir).resolve(), [str(Path(b).resolve()) for b in baselines]
+    run = load_run(run_dir, targets, overrides)        # bad input fails here, naming the file, column or key
+    check_same_data([run_dir, *run.config.report.baselines, *baselines])
+    params = {"run_dir": str(run_dir), "overrides": list(overrides), "targets": targets, "baselines": baselines}
     out = run_dir / "ic_report.ipynb"
     failure = execute_pipeline("ic_report", out, params, kernel, execution_timeout=timeout)
     if failure is not None:

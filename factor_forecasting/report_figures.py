@@ -12,13 +12,13 @@ import pandas as pd
 
 from .metrics import SAMPLES, monthly_ic
 from .groups import group_daily_ic
-from .report import Attribution
+from .report import Attribution, BacktestAnalysis
 
 # %% auto #0
 __all__ = ['MAX_MONTHS', 'MAX_ANNOTATED_COLUMNS', 'MAX_ANNOTATED_ROWS', 'ROLE_COLORS', 'MAX_LAG_FEATURES', 'to_dates',
            'figure_row', 'fig_daily_ic', 'fig_cumulative_ic', 'fig_ic_hist', 'fig_monthly', 'fig_group_heatmap',
-           'fig_group_long_short', 'fig_deciles', 'fig_long_short', 'fig_turnover', 'fig_cross_horizon', 'fig_equity',
-           'fig_training', 'fig_permutation', 'fig_lag_attribution']
+           'fig_group_long_short', 'fig_deciles', 'fig_long_short', 'fig_turnover', 'fig_cross_horizon', 'fig_backtest',
+           'fig_frontier', 'fig_training', 'fig_permutation', 'fig_lag_attribution']
 
 # %% ../nbs/63_report_figures.ipynb #bc7f8751
 def to_dates(idx) -> pd.DatetimeIndex:
@@ -192,16 +192,35 @@ def fig_cross_horizon(matrix: pd.DataFrame):
     return fig
 
 # %% ../nbs/63_report_figures.ipynb #2c85f483
-def fig_equity(bt: pd.DataFrame, summary: dict):
-    "Backtest equity curve (cumulative net and gross return) with drawdown shading."
-    fig, axes = figure_row(1, f"Backtest: long top {summary['top_k']} / short bottom {summary['top_k']} on {summary['target']}, "
-                         f"{summary['cost_bps']:g} bps cost (OOS)", width=9)
-    ax, x = axes[0], to_dates(bt.date)
-    ax.plot(x, bt.gross.cumsum().to_numpy(), color="tab:grey", ls="--", label="gross")
-    ax.plot(x, bt.equity.to_numpy(), color="tab:blue", label="net of costs")
-    ax.fill_between(x, bt.equity.to_numpy(), np.maximum.accumulate(np.r_[0, bt.equity.to_numpy()])[1:], color="tab:red",
-                    alpha=0.2, label="drawdown")
-    ax.axhline(0, color="grey", lw=0.8); ax.set_xlabel("date"); ax.set_ylabel("cumulative return"); ax.legend()
+def fig_backtest(bt: BacktestAnalysis):
+    "Summed daily gross and net return of the TopkDropout backtest, long-only (with its excess over the universe) and long-short."
+    s = bt.settings
+    fig, axes = figure_row(len(bt.frames), f"TopkDropout backtest on {s.target} (OOS): topk {s.topk}, n_drop {s.n_drop}, "
+                           f"costs {s.open_cost_bps:g} bps open / {s.close_cost_bps:g} bps close", width=5.5)
+    for ax, (mode, f) in zip(axes, bt.frames.items()):
+        x = to_dates(f.date)
+        ax.plot(x, f.gross.cumsum().to_numpy(), color="tab:grey", ls="--", label="gross")
+        ax.plot(x, f.net.cumsum().to_numpy(), color="tab:blue", label="net of costs")
+        if "excess" in f: ax.plot(x, f.excess.cumsum().to_numpy(), color="tab:green", ls=":", label="excess over the universe (gross)")
+        ax.axhline(0, color="grey", lw=0.8); ax.set_title(mode.replace("_", "-")); ax.set_xlabel("date")
+        ax.set_ylabel("cumulative return (summed)"); ax.legend(fontsize=8); ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/63_report_figures.ipynb #dc1c999d
+def fig_frontier(bt: BacktestAnalysis):
+    "Net IR against mean daily turnover for each `n_drop` of the frontier (the point labels), per mode; the configured `n_drop` ringed."
+    s = bt.settings
+    fig, axes = figure_row(1, f"Cost/turnover frontier over n_drop ({s.open_cost_bps:g}/{s.close_cost_bps:g} bps, OOS)",
+                           width=5.5, height=3.4)
+    ax = axes[0]
+    for i, (mode, f) in enumerate(bt.frontier.items()):
+        ax.plot(f.turnover.to_numpy(), f.ir.to_numpy(), marker="o", color=f"C{i}", label=mode.replace("_", "-"))
+        for k, x, y in zip(f.n_drop, f.turnover, f.ir): ax.annotate(str(k), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        ax.scatter(bt.summary.loc[mode, "mean turnover"], bt.summary.loc[mode, "IR (net)"], s=160, facecolors="none",
+                   edgecolors=f"C{i}", lw=1.5, label=f"configured n_drop = {s.n_drop}" if i == 0 else None)
+    ax.axhline(0, color="grey", lw=0.8); ax.set_xlabel("mean daily turnover (labels: n_drop)"); ax.set_ylabel("net IR (annualized)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

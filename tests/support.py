@@ -3,6 +3,7 @@ walk-forward run the end-to-end tests train, and the no-leak checker of the walk
 
 tests/*.py import it by name (pytest puts tests/ on sys.path); a notebook in nbs/ puts ../tests on sys.path first.
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,16 +36,21 @@ def write_tiny(directory, name="tiny.yaml", extra=""):
 
 
 def write_example_run(run_dir, days: int = 30, stocks: int = 60, snapshots: int = 2, seed: int = 0,
-                      oos: bool = True) -> Path:
-    """Write a small fabricated run directory (config, predictions with train/test splits of two folds, metrics.jsonl)
-    holding a known signal: two targets, a weight and a price-limit column, and a data.path (`no_data`) that is empty."""
+                      oos: bool = True, data=None) -> Path:
+    """Write a small fabricated run directory (config, predictions with train/test splits of two folds, metrics.jsonl,
+    fold records) holding a known signal: two targets, a weight and a price-limit column. Its data.path (`no_data`) is
+    empty and its fold records fingerprint an imaginary "example market" (every such run read the same data); with
+    `data` (a directory of day files), data.path is that directory, the run's days are its first `days` files and the
+    fold records hold their real fingerprints, as the trainer writes them."""
     rng = np.random.default_rng(seed)
     run_dir = Path(run_dir)
     targets = ["intra30m", "nextT1d"]
     cfg = load_config(None, [f"run.root={run_dir.parent}", f"run.name={run_dir.name}", f"data.targets=[{', '.join(targets)}]",
-                             f"data.path={run_dir / 'no_data'}", "report.top_k=10", "report.min_stocks=10"])
+                             f"data.path={data or run_dir / 'no_data'}", "backtest.topk=10", "report.min_stocks=10"])
     save_config(cfg, run_dir / "config.yaml")
-    dates = pd.bdate_range("2021-01-04", periods=days).strftime("%Y%m%d").astype(np.int32)
+    dates = (np.array(sorted(int(f.stem) for f in Path(data).glob("[0-9]*.parquet"))[:days], np.int32) if data is not None
+             else pd.bdate_range("2021-01-04", periods=days).strftime("%Y%m%d").astype(np.int32))
+    days = len(dates)
     half = days // 2
     folds = [(0, dates[:half - 5], dates[half - 5:half]), (1, dates[:days - 5], dates[days - 5:])] if oos else \
             [(0, dates, dates[:0])]
@@ -76,7 +82,24 @@ def write_example_run(run_dir, days: int = 30, stocks: int = 60, snapshots: int 
                           **{f"valid_rank_ic/{t}": 0.02 * epoch + 0.01 * rng.random() for t in targets},
                           **{f"valid_ic/{t}": 0.02 * epoch for t in targets}, "valid_rank_ic": 0.02 * epoch})
     with atomic_target(run_dir / "metrics.jsonl") as tmp: tmp.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    write_fold_records(run_dir, folds, data)
     return run_dir
+
+
+def write_fold_records(run_dir, folds, data=None) -> None:
+    """`checkpoints/fold<NNN>.json` of each `(fold, train days, test days)`, as the trainer writes them (the fields a
+    comparison reads): the days and every day file's size, mtime_ns and SHA-256, real ones when `data` holds the files."""
+    (Path(run_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for fold, train, test in folds:
+        files = {}
+        for d in [*train, *test]:
+            if data is None: files[f"{d}.parquet"] = {"size": 0, "mtime_ns": 0, "sha256": hashlib.sha256(f"example market {d}".encode()).hexdigest()}
+            else:
+                path = Path(data) / f"{d}.parquet"
+                files[path.name] = {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
+                                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        record = {"fold": fold, "train": [int(d) for d in train], "valid": [], "test": [int(d) for d in test], "files": files}
+        (Path(run_dir) / "checkpoints" / f"fold{fold:03d}.json").write_text(json.dumps(record))
 
 
 def _data_path(run_dir) -> Path:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from factor_forecasting.compare import COMPARE_PAGE, SWEEP_INDEX, render_compare
+from factor_forecasting.config import SynthConfig
+from factor_forecasting.synthetic import write_synthetic
 from support import write_example_run
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +40,7 @@ def test_page_holds_the_table_the_test_and_the_figures(page):
     assert page.name == COMPARE_PAGE and page.with_suffix(".ipynb").exists()
     assert "OOS figures and the paired test against the reference" in html
     for text in ("HAC t", "ΔRankIC", "p x N", "configs tried: 2", "reference <strong>lightgbm</strong>", "p00 ensemble",
-                 "model.name=gru", "RankICIR", "cost-adj IR", "turnover", "long-short", "intra30m", "nextT1d", " ± "):
+                 "model.name=gru", "RankICIR", "long-only net IR", "turnover", "long-short", "intra30m", "nextT1d", " ± "):
         assert text in html, text
     assert html.count("data:image/png;base64") >= 2                    # cumulative RankIC, bars with seed error bars
     assert "<script src=" not in html and "Traceback" not in html      # self-contained, and nothing raised
@@ -85,3 +87,20 @@ def test_ff_compare_refuses_runs_over_different_days(tmp_path):
     assert res.stderr.startswith(f"ff: error: {sweep / 'p01_s1'}: its OOS days differ from {sweep / 'p00_s0'}'s (")
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
     assert not (sweep / COMPARE_PAGE).exists() and not (sweep / "compare.ipynb").exists()
+
+
+def test_ff_compare_pairs_runs_only_on_the_same_data(tmp_path):
+    "Two synthetic markets over the same dates: runs on different markets are refused in one line; runs on one market compare."
+    markets = [write_synthetic(tmp_path / f"market{s}", SynthConfig(stocks=30, days=12, features=10, snapshots=2, seed=s))
+               for s in (1, 2)]
+    a, a2, b = (write_example_run(tmp_path / name, days=12, stocks=30, seed=seed, data=markets[m])
+                for name, seed, m in (("a", 0, 0), ("a2", 1, 0), ("b", 0, 1)))
+    res = subprocess.run([FF, "compare", str(a), str(b), "--out", str(tmp_path / "ab.html")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(f"ff: error: runs {a} and {b} read different data: 20200102.parquet differs (sha256 ")
+    assert not (tmp_path / "ab.html").exists() and not (tmp_path / "ab.ipynb").exists()
+    res = subprocess.run([FF, "compare", str(a), str(a2), "--out", str(tmp_path / "aa.html"), "backtest.n_drop=2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    html = (tmp_path / "aa.html").read_text()
+    assert "n_drop 2" in html and "long-only net IR" in html and "Traceback" not in html

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .atomic import atomic_target
-from .config import (
-    BacktestConfig, Config, ConfigError, DataConfig, InputError, check_section, load_config)
+from .config import BacktestConfig, Config, ConfigError, DataConfig, InputError, check_section
+from .config_files import load_config
 
 # %% auto #0
 __all__ = ['LEGS', 'PERIODS_PER_YEAR', 'FRONTIER_N_DROP', 'check_backtest', 'trading_rows', 'Ranking', 'TradingDays',

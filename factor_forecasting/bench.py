@@ -148,7 +148,8 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
     "Bare loop vs the trainer's loop on the same batches, for the sampling mode `overrides` set (see above)."
     import itertools, json as _json, math, tempfile
     import torch
-    from factor_forecasting.config import InputError, load_config
+    from factor_forecasting.config import InputError
+    from factor_forecasting.config_files import load_config
     from factor_forecasting.loader import PanelDataset, open_panel
     from factor_forecasting.loader import batches as loader_batches
     from factor_forecasting.model import build_model

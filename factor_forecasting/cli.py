@@ -18,7 +18,8 @@ import yaml
 from .backtest import format_summary, run_backtest
 from .bench import bench_loader, bench_metrics, bench_train, emit
 from .compare import render_compare
-from .config import InputError, SynthConfig, config_to_dict, field_rules, list_presets, load_config
+from .config import InputError, SynthConfig, config_to_dict, field_rules
+from .config_files import list_presets, load_config
 from .ensemble import ensemble_runs
 from .explain import explain_run
 from .launch import PipelineFailed, demo, prepare_launch, run_job, run_pipeline

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import Config, InputError, load_config
+from .config import Config, InputError
+from .config_files import load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
 from .metrics import (daily_ic, ic_table, long_short, newey_west_lags, newey_west_t, quantile_frame,

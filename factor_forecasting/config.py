@@ -5,20 +5,12 @@
 # %% ../nbs/01_config.ipynb #5a2a3b0c
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import datetime
 import difflib
-import importlib.resources
-import logging
 import math
 import numbers
-import os
-import random
 import re
-import sys
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,18 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import numpy as np
-import yaml
-
-from .atomic import atomic_target
 
 # %% auto #0
 __all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat',
            'Fraction', 'Date', 'NonEmptyStr', 'RUN_NAME', 'RunName', 'MODEL_NAMES', 'MODEL_NAME', 'TARGETS',
-           'SESSION_MINUTES', 'RETIRED_KEYS', 'PATH_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides',
-           'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
+           'SESSION_MINUTES', 'RETIRED_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig',
+           'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
            'BacktestConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
-           'config_from_dict', 'check_section', 'config_to_dict', 'config_diff', 'parse_override', 'list_presets',
-           'absolute_paths', 'DuplicateKey', 'load_yaml', 'load_config', 'save_config']
+           'config_from_dict', 'check_section', 'config_to_dict', 'config_diff']
 
 # %% ../nbs/01_config.ipynb #10197537
 @dataclass(frozen=True)
@@ -388,145 +376,3 @@ def config_diff(old, new, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(b): out += config_diff(a, b, f"{prefix}{f.name}.")
         elif a != b: out.append(prefix + f.name)
     return out
-
-# %% ../nbs/01_config.ipynb #e0edfba7
-def _field_type(key: str, source: str):
-    tp, cls = None, Config
-    for part in key.split("."):
-        hints = _hints(cls) if dataclasses.is_dataclass(cls) else {}
-        if part not in hints: raise _unknown(key, source)
-        tp = cls = hints[part]
-    return tp
-
-# %% ../nbs/01_config.ipynb #b45ccab5
-def parse_override(item: str) -> tuple[str, Any]:
-    "Parse one `dotted.key=value` override into `(key, typed value)`."
-    source = f"override `{item}`"
-    if "=" not in item: raise ConfigError(f"{source}: expected key=value")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    tp = _field_type(key, source)
-    try: parsed = yaml.safe_load(raw) if raw else raw
-    except yaml.YAMLError: parsed = raw
-    try: return key, _convert(parsed, tp, key, source)
-    except ConfigError as err:
-        try: return key, _convert(raw, tp, key, source)
-        except ConfigError: raise err from None
-
-# %% ../nbs/01_config.ipynb #7bf727a4
-def _set_dotted(d: dict, key: str, value):
-    *parents, last = key.split(".")
-    for p in parents: d = d.setdefault(p, {})
-    d[last] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-
-# %% ../nbs/01_config.ipynb #480b5bd7
-def _preset_dir() -> Path:
-    return Path(str(importlib.resources.files("factor_forecasting") / "presets"))
-
-# %% ../nbs/01_config.ipynb #64fad84a
-def list_presets() -> list[str]:
-    "Names of the presets shipped in the package."
-    return sorted(p.stem for p in _preset_dir().glob("*.yaml"))
-
-# %% ../nbs/01_config.ipynb #b009829e
-def _resolve_source(path_or_preset, relative_to: Path | None = None) -> Path:
-    p = Path(path_or_preset)
-    if relative_to is not None and not p.is_absolute() and (relative_to / p).is_file(): return relative_to / p
-    if p.is_file(): return p
-    if p.is_dir():
-        raise ConfigError(f"{p} is a directory, not a config: give a preset name or a YAML file (a dataset directory goes "
-                          f"in data.path, e.g. `cpu_demo data.path={p}`)")
-    if re.fullmatch(r"[\w\-]+", str(path_or_preset)):
-        preset = _preset_dir() / f"{path_or_preset}.yaml"
-        if preset.exists(): return preset
-        raise ConfigError(f"no preset named `{path_or_preset}`; presets: {', '.join(list_presets())} (or give a YAML path)")
-    raise ConfigError(f"config file not found: {p}")
-
-# %% ../nbs/01_config.ipynb #df6569a4
-def _deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-# %% ../nbs/01_config.ipynb #f251d8f8
-PATH_KEYS = ("data.path", "data.cache_dir", "run.root", "report.baselines")   # relative: against the YAML file that sets them
-
-def _absolute(value, base: Path):
-    "A path value (str, list of str, or anything else, left for validation to judge) with relative paths joined to `base`."
-    if isinstance(value, str) and value: return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-    if isinstance(value, list): return [_absolute(v, base) for v in value]
-    return value
-
-# %% ../nbs/01_config.ipynb #9154af7d
-def _resolve_paths(d: dict, base: Path) -> dict:
-    "`d` (one YAML file's mapping) with the relative values of `PATH_KEYS` taken against the directory `base`."
-    d = dict(d)
-    for key in PATH_KEYS:
-        section, name = key.split(".")
-        if isinstance(d.get(section), dict) and name in d[section]:
-            d[section] = {**d[section], name: _absolute(d[section][name], base)}
-    return d
-
-# %% ../nbs/01_config.ipynb #afce13e0
-def absolute_paths(cfg: Config) -> Config:
-    "A copy of `cfg` whose `PATH_KEYS` are absolute, relative ones taken against the working directory."
-    out, cwd = copy.deepcopy(cfg), Path.cwd()
-    for key in PATH_KEYS:
-        section, name = key.split(".")
-        setattr(getattr(out, section), name, _absolute(getattr(getattr(cfg, section), name), cwd))
-    return out
-
-# %% ../nbs/01_config.ipynb #f6dc26f5
-class DuplicateKey(yaml.YAMLError):
-    "A mapping names the same key twice."
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    "`yaml.SafeLoader` that refuses a key written twice in one mapping."
-    def construct_mapping(self, node, deep=False):
-        first = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in first:
-                raise DuplicateKey(f"key `{key}` is written twice (lines {first[key]} and {key_node.start_mark.line + 1}): "
-                                   "YAML would keep only the second; merge them")
-            first[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
-
-def load_yaml(text: str):
-    "`yaml.safe_load` that refuses duplicate keys (`DuplicateKey` names the key and both lines)."
-    return yaml.load(text, Loader=_UniqueKeyLoader)
-
-# %% ../nbs/01_config.ipynb #d3c5bd61
-def _read_yaml(path: Path, seen=()) -> dict:
-    if path.resolve() in seen: raise ConfigError(f"{path}: `base` chain loops back to itself")
-    try: d = load_yaml(path.read_text()) or {}
-    except DuplicateKey as e: raise ConfigError(f"{path}: {e}") from None
-    except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(d, dict): raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    base = d.pop("base", None)
-    if path.resolve().parent != _preset_dir().resolve(): d = _resolve_paths(d, path.parent.absolute())
-    if base is None: return d
-    return _deep_merge(_read_yaml(_resolve_source(base, path.parent), seen + (path.resolve(),)), d)
-
-# %% ../nbs/01_config.ipynb #6389372d
-def load_config(path_or_preset=None, overrides=()) -> Config:
-    "Load a config from a YAML path or preset name (None = defaults), then apply `key=value` overrides; path keys come back absolute."
-    d, source = {}, "defaults"
-    if path_or_preset is not None:
-        path = _resolve_source(path_or_preset)
-        d, source = _read_yaml(path), str(path)
-    cfg = config_from_dict(d, source)   # validate the file on its own first, so errors name the file
-    if overrides:
-        d = config_to_dict(cfg)
-        for item in overrides:
-            key, value = parse_override(item)
-            _set_dotted(d, key, value)
-        cfg = config_from_dict(d, "overrides")
-    return absolute_paths(cfg)
-
-# %% ../nbs/01_config.ipynb #f2107a71
-def save_config(cfg: Config, path) -> Path:
-    "Write the fully resolved config as YAML (atomically), path keys absolute; `load_config(path)` gives back an equal object."
-    with atomic_target(path) as tmp:
-        tmp.write_text(yaml.safe_dump(config_to_dict(absolute_paths(cfg)), sort_keys=False))
-    return Path(path)

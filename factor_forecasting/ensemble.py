@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import InputError, load_config, save_config
+from .config import InputError
+from .config_files import load_config, save_config
 from .atomic import atomic_target
 from .metrics import cross_section_codes, cross_section_rank
 

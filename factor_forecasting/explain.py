@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import InputError, load_config
+from .config import InputError
+from .config_files import load_config
 from .atomic import atomic_target
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ import psutil
 import yaml
 
 from .backtest import check_backtest
-from .config import Config, InputError, load_config
+from .config import Config, InputError
+from .config_files import load_config
 from .distributed import TORCHRUN_PID_ENV
 from .pipeline_runner import execute_pipeline, failed_notebook, pipeline_path
 from .model import model_context

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, InputError, config_diff, config_from_dict, config_to_dict, load_config, save_config
+from .config import Config, InputError, config_diff, config_from_dict, config_to_dict
+from .config_files import load_config, save_config
 from .atomic import atomic_target
 from .runtime import usable_cpus
 from .metrics import daily_ic, ic_by_split, ic_frame

@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from .config import DataConfig, InputError, load_config
+from .config import DataConfig, InputError
+from .config_files import load_config
 from .atomic import atomic_target
 from .inference import prediction_frame, prediction_rows
 from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day

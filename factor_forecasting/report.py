@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .config import BacktestConfig, Config, DataConfig, InputError, load_config
+from .config import BacktestConfig, Config, DataConfig, InputError
+from .config_files import load_config
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
 from .metrics import (SAMPLES, cross_horizon, daily_ic, fold_table, headline_table, ic_summary, ic_table,

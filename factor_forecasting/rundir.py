@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from fastcore.basics import patch
 
 from .atomic import atomic_target
-from .config import Config, InputError, config_to_dict, load_config, save_config
+from .config import Config, InputError, config_to_dict
+from .config_files import load_config, save_config
 from .metrics import daily_ic, ic_frame
 from .resolved import Resolved
 from .rolling import Fold, fold_paths

@@ -19,7 +19,8 @@ from pathlib import Path
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .config import InputError, load_config
+from .config import InputError
+from .config_files import load_config
 from .atomic import atomic_target
 from .runtime import usable_cpus
 from .run_lock import RunInUse, RunLock, is_locked, read_holder

@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 import factor_forecasting
-from .config import ConfigError, DuplicateKey, InputError, load_config, load_yaml
+from .config import ConfigError, InputError
+from .config_files import DuplicateKey, load_config, load_yaml
 from .launch import check_data, preflight
 
 # %% auto #0

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .config import Config, InputError, load_config
+from .config import Config, InputError
+from .config_files import load_config
 from .runtime import env_rank, seed_everything, setup_logging
 from .synthetic import ensure_dataset
 from .loader import PanelDataset, open_panel

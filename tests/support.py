@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from factor_forecasting.config import TARGETS, load_config, save_config
+from factor_forecasting.config import TARGETS
+from factor_forecasting.config_files import load_config, save_config
 from factor_forecasting.atomic import atomic_target
 
 TINY_RUN = """\

@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
     data = write_synthetic(d / "data", stocks=30, days=26, features=10, snapshots=2)
     (d / "tiny.yaml").write_text(TINY.format(data=data, root=d))
-    train = "import sys; from factor_forecasting.config import load_config; from factor_forecasting.walkforward import run; " \
+    train = "import sys; from factor_forecasting.config_files import load_config; from factor_forecasting.walkforward import run; " \
             "run(load_config(sys.argv[1]))"
     res = subprocess.run([sys.executable, "-c", train, str(d / "tiny.yaml")], capture_output=True, text=True, timeout=600, env=ENV)
     assert res.returncode == 0, res.stderr[-4000:]

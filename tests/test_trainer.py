@@ -27,7 +27,7 @@ import psutil
 import pytest
 import torch
 
-from factor_forecasting.config import load_config
+from factor_forecasting.config_files import load_config
 from factor_forecasting.run_lock import is_locked
 from factor_forecasting.rundir import RunDir
 from factor_forecasting.synthetic import write_synthetic
@@ -145,7 +145,7 @@ def test_scrambled_future_targets_do_not_change_earlier_predictions(tiny):
 
 DDP_SCRIPT = """
 import sys, torch
-from factor_forecasting.config import load_config
+from factor_forecasting.config_files import load_config
 from factor_forecasting.runtime import seed_everything
 from factor_forecasting.loader import PanelDataset
 from factor_forecasting.model import build_model

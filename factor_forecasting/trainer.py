@@ -38,18 +38,18 @@ from .loader import batches
 from .model import model_context
 from .rolling import Fold, days_read, horizon_days, make_folds
 from .run_lock import held_for_me, lock_job, lock_writer
-from .inference import autocast, forecasts, prediction_frame, prediction_rows
+from .inference import autocast, forecasts, prediction_frame, prediction_rows, resolve_precision
 from .telemetry import Telemetry
 
 log = logging.getLogger("factor_forecasting.trainer")
 
 # %% auto #0
-__all__ = ['log', 'STOP', 'RUN_FILES', 'Dist', 'init_distributed', 'all_sum', 'on_rank0', 'resolve_precision', 'lr_factor',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Position', 'StepResult',
-           'TrainingDiverged', 'Stopped', 'StopRequest', 'watch_parent', 'FoldTrainer', 'evaluate', 'predict',
-           'activation_bytes', 'auto_batch_size', 'per_rank_batch', 'prepare_run_dir', 'writing', 'file_fingerprint',
-           'file_change', 'fold_paths', 'universe_digest', 'known_fingerprints', 'fold_record', 'FoldPlan',
-           'plan_folds', 'save_latest', 'train_fold', 'run_fold', 'finish_fold', 'run', 'main', 'exit_now']
+__all__ = ['log', 'STOP', 'RUN_FILES', 'Dist', 'init_distributed', 'all_sum', 'on_rank0', 'lr_factor', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Position', 'StepResult', 'TrainingDiverged',
+           'Stopped', 'StopRequest', 'watch_parent', 'FoldTrainer', 'evaluate', 'predict', 'activation_bytes',
+           'auto_batch_size', 'per_rank_batch', 'prepare_run_dir', 'writing', 'file_fingerprint', 'file_change',
+           'fold_paths', 'universe_digest', 'known_fingerprints', 'fold_record', 'FoldPlan', 'plan_folds',
+           'save_latest', 'train_fold', 'run_fold', 'finish_fold', 'run', 'main', 'exit_now']
 
 # %% ../nbs/53_trainer.ipynb #b69e3323
 @dataclass
@@ -110,13 +110,6 @@ def on_rank0(fn, job: Dist, share: bool = False):
     kind, val = box[0]
     if kind == "error": raise err if job.main else InputError(val)
     return res if job.main else val
-
-# %% ../nbs/53_trainer.ipynb #93461a1b
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    "(autocast dtype or None, use a GradScaler) for `trainer.precision` on `device`."
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
-    return {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}[precision]
 
 # %% ../nbs/53_trainer.ipynb #1b97e885
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -5,6 +5,7 @@
 # %% ../nbs/64_explain.ipynb #71041178
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,15 +17,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import InputError
+from .config import Config, InputError
 from .config_files import load_config
 from .atomic import atomic_target
+from .inference import forecast, inference_device, load_model
+from .loader import Block, PanelDataset, open_panel
+from .metrics import cross_section_ic
+from .model import model_context, model_inputs
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'COLUMNS', 'EXPLAIN_SEED', 'attribution_frame', 'shuffle_within', 'forecast', 'permutation_importance',
-           'integrated_gradients', 'lag_attribution', 'sample_days', 'tap_rows', 'fold_test_days', 'load_fold_model',
+__all__ = ['log', 'COLUMNS', 'EXPLAIN_SEED', 'attribution_frame', 'shuffle_feature', 'block_windows', 'permutation_importance',
+           'integrated_gradients', 'lag_attribution', 'sample_days', 'tap_rows', 'fold_test_days', 'fold_checkpoint',
            'Explanation', 'explain_run']
 
 # %% ../nbs/64_explain.ipynb #47d08020
@@ -37,62 +42,67 @@ def attribution_frame(parts: Sequence[pd.DataFrame] = ()) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(df[c] if c in df else [], dtype=t) for c, t in COLUMNS.items()})
 
 # %% ../nbs/64_explain.ipynb #88c07ba6
-def shuffle_within(group: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    "A permutation `perm` of the rows with `group[perm] == group`, uniform within each cross-section (`group` sorted)."
-    key = group.double().cpu() + torch.from_numpy(rng.random(len(group)))    # group + u, u in [0, 1): random order per group
-    return torch.argsort(key).to(group.device)
+def shuffle_feature(block: Block, f: int, rng: np.random.Generator) -> Block:
+    "`block` with feature `f` of each stock, every step, taken from another stock: a uniform permutation of its stocks drawn by `rng`."
+    x = block.x.clone()
+    x[:, :, f] = block.x[torch.from_numpy(rng.permutation(len(x))).to(x.device), :, f]
+    return dataclasses.replace(block, x=x)
 
 # %% ../nbs/64_explain.ipynb #5a889ae9
-@torch.no_grad()
-def forecast(model, x: torch.Tensor, sid: torch.Tensor | None = None, rows: int = 8192) -> torch.Tensor:
-    "`model`'s float32 `[B, K]` forecasts of windows `x`, in passes of at most `rows` rows (eval mode)."
-    model.eval()
-    if len(x) == 0: return torch.empty(0, len(model.targets), device=x.device)
-    return torch.cat([model(x[i:i + rows], sid=None if sid is None else sid[i:i + rows]).float() for i in range(0, len(x), rows)])
+def block_windows(block: Block, sel: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "The windows `[n, context, F]` (copies) and dense stock indices `[n]` of the rows `sel` of `block`."
+    r = block.rows[sel]
+    s, l = r // block.positions, r % block.positions
+    return block.x.unfold(1, context, 1)[s, l].transpose(1, 2).clone(), block.sid[sel].clone()
 
 # %% ../nbs/64_explain.ipynb #7b091d3e
 def _daily(ric: np.ndarray, dates: np.ndarray) -> pd.DataFrame:
     "`[G, K]` per-cross-section values -> their mean per date (NaN cross-sections ignored), one column per target."
     return pd.DataFrame(ric).groupby(dates).mean()
 
-# %% ../nbs/64_explain.ipynb #1b2ec9c5
-def permutation_importance(model, batches: Iterable, features: Sequence[str], repeats: int = 1, seed: int = 0,
-                           min_stocks: int = 10, progress: bool = False, n_batches: int | None = None) -> pd.DataFrame:
-    """Per target and feature, the drop in daily RankIC (baseline - shuffled) when the feature's whole window is shuffled
-    across the stocks of each cross-section: `value` = mean over days, `se` = std (ddof=1) / sqrt(n), `n` days.
-    `batches` (whole cross-sections, e.g. a `PanelDataset` with `train=False`) are read once; `n_batches` sizes the
-    progress bar (default `len(batches)`)."""
-    from factor_forecasting.metrics import cross_section_ic
-    rng, K = np.random.default_rng(seed), len(model.targets)
-    base, perm, dates = [], {f: [] for f in range(len(features))}, []
-    n_batches = len(batches) if n_batches is None and hasattr(batches, "__len__") else n_batches
-    total = None if n_batches is None else n_batches * len(features)
-    bar = tqdm(total=total, disable=not progress, desc="permutation importance", unit="feature")
-    for b in batches:
-        if len(b) == 0: continue
-        ric = lambda p: cross_section_ic(p, b.y_raw, b.group, min_stocks, rank=True, n_groups=b.n_groups).cpu().numpy()
-        base.append(ric(forecast(model, b.x, b.sid)))
-        first = torch.ones(len(b), dtype=torch.bool); first[1:] = b.group[1:].cpu() != b.group[:-1].cpu()
-        dates.append(b.date.cpu().numpy()[first.numpy()])
-        for f in range(len(features)):
-            acc = np.zeros((b.n_groups, K))
-            for _ in range(repeats):
-                xp = b.x.clone()
-                xp[:, :, f] = b.x[shuffle_within(b.group, rng), :, f]        # a stock's whole history of f moves with it
-                acc += ric(forecast(model, xp, b.sid))
-            perm[f].append(acc / repeats)
-            bar.update()
-    bar.close()
-    dates = np.concatenate(dates) if dates else np.zeros(0, np.int64)
-    b0 = _daily(np.concatenate(base) if base else np.zeros((0, K)), dates)
-    rows = []
+# %% ../nbs/64_explain.ipynb #f5d3a419
+def _rank_ic(model, block: Block, min_stocks: int) -> np.ndarray:
+    "`[G, K]` RankIC of the model's forecasts in each cross-section of `block`."
+    return cross_section_ic(forecast(model, block), block.y_raw, block.group, min_stocks, rank=True, n_groups=block.n_groups).cpu().numpy()
+
+# %% ../nbs/64_explain.ipynb #abb8bca8
+def _cross_section_dates(block: Block) -> np.ndarray:
+    "The date of each cross-section of `block` (its rows are grouped by cross-section)."
+    first = torch.ones(len(block), dtype=torch.bool); first[1:] = block.group[1:].cpu() != block.group[:-1].cpu()
+    return block.date.cpu().numpy()[first.numpy()]
+
+# %% ../nbs/64_explain.ipynb #14f7f037
+def _importance(base: list, perm: dict, dates: list, features: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:
+    "Per target and feature, mean and standard error over days of the daily baseline - shuffled RankIC (per-block `[G, K]` lists)."
+    dates, K = np.concatenate(dates) if dates else np.zeros(0, np.int64), len(targets)
+    b0, rows = _daily(np.concatenate(base) if base else np.zeros((0, K)), dates), []
     for f, name in enumerate(features):
         delta = b0 - _daily(np.concatenate(perm[f]) if perm[f] else np.zeros((0, K)), dates)
-        for k, t in enumerate(model.targets):
+        for k, t in enumerate(targets):
             d = delta[k].dropna()
             rows.append({"target": t, "feature": name, "value": d.mean() if len(d) else np.nan,
                          "se": d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan, "n": len(d)})
     return pd.DataFrame(rows, columns=["target", "feature", "value", "se", "n"])
+
+# %% ../nbs/64_explain.ipynb #1b2ec9c5
+def permutation_importance(model, blocks: Iterable[Block], features: Sequence[str], repeats: int = 1, seed: int = 0,
+                           min_stocks: int = 10, progress: bool = False, n_blocks: int | None = None) -> pd.DataFrame:
+    """Per target and feature, the drop in daily RankIC (baseline - shuffled) when the feature's whole history is shuffled
+    across the stocks of each block: `value` = mean over days, `se` = std (ddof=1) / sqrt(n), `n` days. `blocks` (a
+    `PanelDataset` with `train=False`, sequence sampling) are read once; `n_blocks` sizes the progress bar (default `len(blocks)`)."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    base, perm, dates = [], {f: [] for f in range(len(features))}, []
+    n_blocks = len(blocks) if n_blocks is None and hasattr(blocks, "__len__") else n_blocks
+    bar = tqdm(total=None if n_blocks is None else n_blocks * len(features), disable=not progress, desc="permutation importance", unit="feature")
+    for b in blocks:
+        if len(b) == 0: continue
+        base.append(_rank_ic(model, b, min_stocks)); dates.append(_cross_section_dates(b))
+        for f in range(len(features)):
+            perm[f].append(sum(_rank_ic(model, shuffle_feature(b, f, rng), min_stocks) for _ in range(repeats)) / repeats)
+            bar.update()
+    bar.close()
+    return _importance(base, perm, dates, features, model.targets)
 
 # %% ../nbs/64_explain.ipynb #6f3fb210
 def integrated_gradients(model, x: torch.Tensor, sid: torch.Tensor | None = None, steps: int = 32, rows: int = 1024) -> torch.Tensor:
@@ -100,7 +110,6 @@ def integrated_gradients(model, x: torch.Tensor, sid: torch.Tensor | None = None
     baseline where every value is 0 (the cross-section's centre after normalization) and the missing-value mask is the
     window's own, along the straight path of the values, midpoint Riemann sum of `steps`. Step `T-1` is lag 0; a missing
     value sits at the baseline all along the path, so its attribution is exactly 0."""
-    from factor_forecasting.model import model_inputs
     model.eval()
     B, T, F = x.shape
     K = len(model.targets)
@@ -133,12 +142,12 @@ def sample_days(days: Sequence[int], n: int, rng: np.random.Generator) -> list[i
     return days if len(days) <= n else sorted(int(d) for d in rng.choice(days, n, replace=False))
 
 # %% ../nbs/64_explain.ipynb #56149629
-def tap_rows(batches: Iterable, keep: np.ndarray, out: list) -> Iterator:
-    "Yield `batches` unchanged while appending `(x, sid)` of their rows numbered `keep` (sorted, counting rows across batches) to `out`."
+def tap_rows(blocks: Iterable[Block], keep: np.ndarray, out: list, context: int) -> Iterator[Block]:
+    "Yield `blocks` unchanged while appending `block_windows` of their rows numbered `keep` (sorted, counting rows across blocks) to `out`."
     start, keep = 0, torch.as_tensor(np.asarray(keep, dtype=np.int64))
-    for b in batches:
+    for b in blocks:
         sel = keep[(keep >= start) & (keep < start + len(b))] - start
-        if len(sel): out.append((b.x[sel.to(b.x.device)].clone(), b.sid[sel.to(b.sid.device)].clone()))
+        if len(sel): out.append(block_windows(b, sel.to(b.rows.device), context))
         start += len(b)
         yield b
 
@@ -160,25 +169,16 @@ def fold_test_days(run_dir) -> dict[int, list[int]]:
     return {int(f): sorted(int(d) for d in g.date.unique()) for f, g in test.groupby("fold")}
 
 # %% ../nbs/64_explain.ipynb #b0996d04
-def load_fold_model(run_dir, fold: int, cfg, n_features: int, n_stocks: int, device="cpu"):
-    "The model of `cfg` with fold `fold`'s best weights (`checkpoints/fold{fold:03d}.pt`), in eval mode."
-    from factor_forecasting.model import build_model
-    from factor_forecasting.checkpoint import load_checkpoint
-    path = Path(run_dir) / "checkpoints" / f"fold{fold:03d}.pt"
+def fold_checkpoint(run_dir, fold: int) -> Path:
+    "Fold `fold`'s best weights, `checkpoints/fold{fold:03d}.pt`; a run without a network of its own, or without the file, is an `InputError`."
     for marker, what in (("ensemble.json", "an ensemble (`ff ensemble`)"), ("peer.json", "a LightGBM peer (`ff peer`)")):
         if (Path(run_dir) / marker).exists():
             raise InputError(f"{run_dir} is {what}: it has no network to explain; explain its member or model runs instead")
+    path = Path(run_dir) / "checkpoints" / f"fold{fold:03d}.pt"
     if not path.is_file():
         raise InputError(f"{path}: not found; this run predates per-fold best weights (checkpoints/foldNNN.pt), "
                          f"so fold {fold}'s model is gone: train the run again with this version to explain it")
-    state = load_checkpoint(path, device)
-    if not isinstance(state, dict) or "model" not in state: raise InputError(f"{path}: no model weights in this checkpoint")
-    model = build_model(cfg, n_features, n_stocks).to(device)
-    try: model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise InputError(f"{path} does not fit the model of {Path(run_dir) / 'config.yaml'} ({n_features} features): "
-                         f"{' '.join(str(e).split())[:300]}") from None
-    return model.eval()
+    return path
 
 # %% ../nbs/64_explain.ipynb #29cf63d5
 EXPLAIN_SEED = 0        # default seed of the day, row and shuffle draws (each fold draws from [seed, fold])
@@ -202,40 +202,48 @@ class Explanation:
                 f"{self.days} OOS days ({perm:.1f} s), integrated gradients on {self.rows} OOS rows "
                 f"({self.total_seconds - perm:.1f} s) -> {self.path}")
 
-# %% ../nbs/64_explain.ipynb #5af4cc2b
-def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repeats: int = 1, seed: int = EXPLAIN_SEED,
-                device: str = "cpu", cross_sections_per_batch: int = 8, progress: bool = False) -> Explanation:
-    """Permutation importance (on `days` sampled OOS days per fold, `repeats` shuffles) and integrated gradients (`rows`
-    sampled rows of those days, `steps` Riemann steps) of each fold's best model; writes `run_dir/attribution.parquet`."""
-    from factor_forecasting.loader import PanelDataset, open_panel
-    _check_positive(days=days, rows=rows, steps=steps, repeats=repeats, cross_sections_per_batch=cross_sections_per_batch)
-    run_dir = Path(run_dir)
+# %% ../nbs/64_explain.ipynb #32e2a837
+def _run_config(run_dir: Path) -> Config:
+    "The run's config, to rebuild its model and read its panel in this process."
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file(): raise InputError(f"{cfg_path}: not found (is {run_dir} a run directory?)")
-    cfg = load_config(cfg_path, ["model.compile=false", "data.num_workers=0"])
-    test_days = fold_test_days(run_dir)
-    panel = open_panel(cfg.data)
-    features, targets = list(panel.columns.features), list(cfg.data.targets)
-    parts, seconds, n_days, n_rows = [], {}, 0, 0
+    return load_config(cfg_path, ["model.compile=false", "data.num_workers=0"])
+
+# %% ../nbs/64_explain.ipynb #466da976
+def _explain_fold(model, ds: PanelDataset, features: list[str], rows: int, steps: int, repeats: int, rng: np.random.Generator,
+                  min_stocks: int, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "Permutation importance over `ds`'s blocks, integrated gradients of `rows` of their rows drawn by `rng`, and the seconds of each."
+    keep, tapped = np.sort(rng.choice(ds.num_samples, min(rows, ds.num_samples), replace=False)), []
+    t0 = time.perf_counter()
+    perm = permutation_importance(model, tap_rows(ds, keep, tapped, ds.context), features, repeats, int(rng.integers(2**63)),
+                                  min_stocks, progress, len(ds))
+    t1 = time.perf_counter()
+    x, sid = (torch.cat(v) for v in zip(*tapped))
+    ig = lag_attribution(integrated_gradients(model, x, sid, steps), features, model.targets)
+    return perm, ig, {"permutation": t1 - t0, "integrated_gradients": time.perf_counter() - t1}
+
+# %% ../nbs/64_explain.ipynb #5af4cc2b
+def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repeats: int = 1, seed: int = EXPLAIN_SEED,
+                device: str = "cpu", progress: bool = False) -> Explanation:
+    """Permutation importance (on `days` sampled OOS days per fold, `repeats` shuffles) and integrated gradients (`rows`
+    sampled rows of those days, `steps` Riemann steps) of each fold's best model; writes `run_dir/attribution.parquet`."""
+    _check_positive(days=days, rows=rows, steps=steps, repeats=repeats)
+    run_dir = Path(run_dir)
+    cfg, device = _run_config(run_dir), inference_device(device)
+    test_days, panel = fold_test_days(run_dir), open_panel(cfg.data)
+    features, parts, seconds, n_days, n_rows = list(panel.columns.features), [], {}, 0, 0
     for fold, fold_days in tqdm(test_days.items(), disable=not progress, desc="explain", unit="fold"):
-        model = load_fold_model(run_dir, fold, cfg, len(features), len(panel.universe), device)
+        model = load_model(fold_checkpoint(run_dir, fold), cfg, len(features), len(panel.universe), device, run_dir / "config.yaml")
         rng = np.random.default_rng([seed, fold])
         chosen = sample_days(fold_days, days, rng)
-        ds = PanelDataset(cfg, chosen, train=False, cross_sections_per_batch=cross_sections_per_batch, device=device, panel=panel,
-                          sampling="window")         # one window of the model's context per row: what is shuffled and integrated
+        ds = PanelDataset(cfg, chosen, train=False, cross_sections_per_batch=1, device=device, panel=panel,
+                          context=model_context(cfg), sampling="sequence")     # inference blocks: whole chunks, cut by the loader
         if ds.num_samples == 0: raise InputError(f"{cfg.data.path}: no rows on fold {fold}'s test days {chosen[0]}..{chosen[-1]}")
-        keep, tapped = np.sort(rng.choice(ds.num_samples, min(rows, ds.num_samples), replace=False)), []
-        t0 = time.perf_counter()
-        perm = permutation_importance(model, tap_rows(ds, keep, tapped), features, repeats, int(rng.integers(2**63)),
-                                      cfg.report.min_stocks, progress, len(ds))
-        t1 = time.perf_counter()
-        x, sid = (torch.cat(v) for v in zip(*tapped))
-        ig = lag_attribution(integrated_gradients(model, x, sid, steps), features, targets)
-        seconds[fold] = {"permutation": t1 - t0, "integrated_gradients": time.perf_counter() - t1}
-        log.info("explain fold %d: %d days, %d rows: permutation %.1f s, integrated gradients %.1f s", fold, len(chosen), len(x),
-                 *seconds[fold].values())
+        perm, ig, seconds[fold] = _explain_fold(model, ds, features, rows, steps, repeats, rng, cfg.report.min_stocks, progress)
+        log.info("explain fold %d: %d days, %d rows: permutation %.1f s, integrated gradients %.1f s", fold, len(chosen),
+                 ig.n.max(), *seconds[fold].values())
         parts += [perm.assign(kind="permutation", fold=fold), ig.assign(kind="integrated_gradients", fold=fold)]
-        n_days, n_rows = n_days + len(chosen), n_rows + len(x)
+        n_days, n_rows = n_days + len(chosen), n_rows + int(ig.n.max())
     out = run_dir / "attribution.parquet"
     with atomic_target(out) as tmp: attribution_frame(parts).to_parquet(tmp, index=False)
     res = Explanation(out, len(test_days), n_days, n_rows, len(features), seconds)

@@ -5,7 +5,6 @@
 # %% ../nbs/41_predict.ipynb #e57f9e5c
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -17,17 +16,20 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from .config import DataConfig, InputError
+from .config import Config, DataConfig, InputError
 from .config_files import load_config
 from .atomic import atomic_target
-from .inference import prediction_frame, prediction_rows
+from .inference import inference_device, load_model, predict_dataset
+from .resolved import resolve_precision
+from .loader import Panel, PanelDataset, open_panel
+from .model import model_context
 from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'OUT_FORMATS', 'out_format', 'run_features', 'prediction_panel', 'window_history', 'Predictions',
-           'predict_checkpoint']
+           'prediction_config', 'predict_checkpoint']
 
 # %% ../nbs/41_predict.ipynb #aeefa450
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -54,7 +56,6 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
                      universe=None, *, context: int):
     """The `Panel` over `data_dir`'s days in `start`..`end` plus the history days their forecasts reach into (`context`
     snapshots per forecast: `model.model_context`); and those days."""
-    from factor_forecasting.loader import Panel
     data = dict(day_files(data_dir))
     days = [x for x in data if (start is None or x >= start) and (end is None or x <= end)]
     if not days:
@@ -129,57 +130,69 @@ def _checkpoint_and_config(checkpoint, config=None) -> tuple[Path, Path]:
         raise InputError(f"{cfg_path}: the run's config.yaml is needed to rebuild the model (pass --config to give it)")
     return ckpt, cfg_path
 
+# %% ../nbs/41_predict.ipynb #a10d35d1
+def prediction_config(cfg_path, data_dir, device: str) -> tuple[Config, Config, list[str]]:
+    "The run's config; the one that predicts `data_dir` on `device` (the run's features pinned, every day, no workers); the features."
+    train_cfg = load_config(cfg_path)
+    features = run_features(train_cfg.data, cfg_path)
+    cfg = load_config(cfg_path, [f"data.path={data_dir}", f"trainer.device={device}", "data.num_workers=0", "data.start=null",
+                                 "data.end=null", "data.features=[" + ", ".join(repr(f) for f in features) + "]"])
+    return train_cfg, cfg, features
+
+# %% ../nbs/41_predict.ipynb #52ee218c
+def _history_dir(history, train_dir: Path, data_dir: Path):
+    "`history`, else the run's training data directory; None (with a warning) when that is gone."
+    if history is not None: return history
+    if train_dir.is_dir(): return train_dir
+    log.warning("the run's training data %s is not there: forecasts reach back only into %s (give the days before it with --history)",
+                train_dir, data_dir)
+    return None
+
+# %% ../nbs/41_predict.ipynb #d9988e84
+def _embedding_universe(cfg: Config, train_cfg: Config, ckpt: Path, data_dir: Path, history):
+    "The training universe that a per-stock embedding's rows index (None without an embedding); other data is an `InputError`."
+    if cfg.model.stock_embedding == 0: return None
+    train_dir = Path(train_cfg.data.path)
+    other = [p for p in (data_dir, history) if p is not None and Path(p).resolve() != train_dir.resolve()]
+    if other: raise InputError(f"{ckpt}: the model has a per-stock embedding (model.stock_embedding={cfg.model.stock_embedding}), "
+                               f"indexed by the training universe of {train_dir}; it cannot predict on (or take history from) {other[0]}")
+    return open_panel(train_cfg.data).universe
+
+# %% ../nbs/41_predict.ipynb #75a8c914
+def _with_history(df: pd.DataFrame, panel: Panel, days: Sequence[int], context: int, targets: list[str]) -> pd.DataFrame:
+    "`df` without the target columns no predicted file has, with `history` and `full_history`, sorted by date, time, sid."
+    known = {t for t in targets for x in days if t in panel.scan.days[panel.pos[x]].schema.names}
+    df = df.drop(columns=[t for t in targets if t not in known])
+    df = df.merge(window_history(panel, days, context), on=["date", "time", "sid"], how="left", validate="one_to_one")
+    df["history"] = df["history"].astype(np.int32)                      # every predicted row has a count (NaN would raise)
+    df["full_history"] = df["history"] == context
+    return df.sort_values(["date", "time", "sid"], kind="stable", ignore_index=True)
+
+# %% ../nbs/41_predict.ipynb #693fc3e4
+def _write(df: pd.DataFrame, out, fmt: str) -> None:
+    "Write `df` to `out` atomically as `fmt` (`out_format`)."
+    with atomic_target(out) as tmp:
+        if fmt == "csv": df.to_csv(tmp, index=False)
+        else: df.to_parquet(tmp, index=False)
+
 # %% ../nbs/41_predict.ipynb #749ba911
 def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None = None, end: int | None = None,
                        device: str = "cpu", history=None) -> Predictions:
     "Predict `data_dir`'s days `start`..`end` with `checkpoint`, history from `history` (default: the run's data); write `out`."
-    from factor_forecasting.loader import PanelDataset, open_panel
-    from factor_forecasting.model import build_model, model_context
-    from factor_forecasting.checkpoint import load_checkpoint
-    from factor_forecasting.resolved import resolve_precision
-    fmt = out_format(out)
+    fmt, data_dir = out_format(out), Path(data_dir)
     ckpt, cfg_path = _checkpoint_and_config(checkpoint, config)
-    train_cfg = load_config(cfg_path)
-    data_dir, train_dir = Path(data_dir), Path(train_cfg.data.path)
-    features = run_features(train_cfg.data, cfg_path)
-    cfg = load_config(cfg_path, [f"data.path={data_dir}", f"trainer.device={device}", "data.num_workers=0", "data.start=null",
-                                 "data.end=null", "data.features=[" + ", ".join(repr(f) for f in features) + "]"])
-    if history is None and train_dir.is_dir(): history = train_dir
-    elif history is None:
-        log.warning("the run's training data %s is not there: forecasts reach back only into %s (give the days before it with --history)",
-                    train_dir, data_dir)
-    universe = None
-    if cfg.model.stock_embedding > 0:
-        other = [p for p in (data_dir, history) if p is not None and Path(p).resolve() != train_dir.resolve()]
-        if other: raise InputError(f"{ckpt}: the model has a per-stock embedding (model.stock_embedding={cfg.model.stock_embedding}), "
-                                   f"indexed by the training universe of {train_dir}; it cannot predict on (or take history from) {other[0]}")
-        universe = open_panel(train_cfg.data).universe                  # the embedding's rows
-    state = load_checkpoint(ckpt)
-    if "model" not in state: raise InputError(f"{ckpt}: no model weights in this checkpoint")
-    if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available(): raise InputError("--device cuda: torch sees no GPU on this machine")
-    context = model_context(cfg)
+    train_cfg, cfg, features = prediction_config(cfg_path, data_dir, device)
+    history = _history_dir(history, Path(train_cfg.data.path), data_dir)
+    universe = _embedding_universe(cfg, train_cfg, ckpt, data_dir, history)
+    device, context = inference_device(device), model_context(cfg)
     panel, days = prediction_panel(cfg.data, data_dir, history, start, end, universe, context=context)
-    model = build_model(cfg, len(features), len(panel.universe))
-    try: model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise InputError(f"{ckpt} does not fit the model built from {cfg_path} and {data_dir} "
-                         f"({len(features)} features): {str(e).splitlines()[0]}") from None
+    model = load_model(ckpt, cfg, len(features), len(panel.universe), device, cfg_path)
     per_batch = cfg.trainer.batch_size if isinstance(cfg.trainer.batch_size, int) else 8
-    ds = PanelDataset(cfg, days, train=False, cross_sections_per_batch=per_batch, device=device, panel=panel)
-    rows = prediction_rows(model.to(device), ds, device, resolve_precision(cfg.trainer.precision, torch.device(device))[0])
-    df = prediction_frame([rows], panel.universe, cfg.data.targets)
-    known = {t for t in cfg.data.targets for x in days if t in panel.scan.days[panel.pos[x]].schema.names}
-    df = df.drop(columns=[t for t in cfg.data.targets if t not in known])
-    df = df.merge(window_history(panel, days, context), on=["date", "time", "sid"], how="left", validate="one_to_one")
-    df["history"] = df["history"].astype(np.int32)                      # every predicted row has a count (NaN would raise)
-    df["full_history"] = df["history"] == context
-    df = df.sort_values(["date", "time", "sid"], kind="stable", ignore_index=True)
-    with atomic_target(out) as tmp:
-        if fmt == "csv": df.to_csv(tmp, index=False)
-        else: df.to_parquet(tmp, index=False)
-    predicted = set(days)
-    res = Predictions(Path(out), len(df), int(df.date.nunique()), [x for x in panel.dates if x not in predicted],
+    ds = PanelDataset(cfg, days, train=False, cross_sections_per_batch=per_batch, device=device, panel=panel, context=context)
+    df = predict_dataset(model, ds, device, resolve_precision(cfg.trainer.precision, torch.device(device))[0])
+    df = _with_history(df, panel, days, context, cfg.data.targets)
+    _write(df, out, fmt)
+    res = Predictions(Path(out), len(df), int(df.date.nunique()), [x for x in panel.dates if x not in set(days)],
                       int((~df.full_history).sum()), context)
     log.info("%s", res)
     return res

@@ -2,7 +2,7 @@
 
 The run directory holds what the trainer leaves (config.yaml, predictions.parquet with a fold's test days, the fold's
 best weights in checkpoints/fold000.pt; the model here is untrained: this tests the command, the notebook
-nbs/17_explain.ipynb tests the answers against the synthetic market's truth). A directory that is not a run, and a
+nbs/64_explain.ipynb tests the answers against the synthetic market's truth). A directory that is not a run, and a
 run without per-fold weights, are one line naming the file, exit 2, nothing written.
 """
 import os

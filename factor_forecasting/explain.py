@@ -206,7 +206,8 @@ def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repea
                 device: str = "cpu", cross_sections_per_batch: int = 8, progress: bool = False) -> Explanation:
     """Permutation importance (on `days` sampled OOS days per fold, `repeats` shuffles) and integrated gradients (`rows`
     sampled rows of those days, `steps` Riemann steps) of each fold's best model; writes `run_dir/attribution.parquet`."""
-    from factor_forecasting.loader import PanelDataset, open_panel
+    from factor_forecasting.loader import PanelDataset
+    from factor_forecasting.panel import open_panel
     _check_positive(days=days, rows=rows, steps=steps, repeats=repeats, cross_sections_per_batch=cross_sections_per_batch)
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
@@ -220,7 +221,7 @@ def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repea
         model = load_fold_model(run_dir, fold, cfg, len(features), len(panel.universe), device)
         rng = np.random.default_rng([seed, fold])
         chosen = sample_days(fold_days, days, rng)
-        ds = PanelDataset(cfg, chosen, train=False, cross_sections_per_batch=cross_sections_per_batch, device=device, panel=panel,
+        ds = PanelDataset(cfg, chosen, context=model.context, train=False, cross_sections_per_batch=cross_sections_per_batch, device=device, panel=panel,
                           sampling="window")         # one window of the model's context per row: what is shuffled and integrated
         if ds.num_samples == 0: raise InputError(f"{cfg.data.path}: no rows on fold {fold}'s test days {chosen[0]}..{chosen[-1]}")
         keep, tapped = np.sort(rng.choice(ds.num_samples, min(rows, ds.num_samples), replace=False)), []

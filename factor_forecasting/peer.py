@@ -79,7 +79,7 @@ class Rows:
 # %% ../nbs/71_peer.ipynb #d4febc25
 def tabular_rows(panel, days: Sequence[int], dcfg, seq_len: int, snapshots: int, block_days: int = 20) -> Rows:
     "The `Rows` of `days` (consecutive in `panel`), read through the loader `block_days` days at a time."
-    from factor_forecasting.loader import build_chunk
+    from factor_forecasting.panel import build_chunk
     lags, parts = feature_lags(seq_len, snapshots), []
     for i in range(0, len(days), block_days):
         ch = build_chunk(panel, list(days[i:i + block_days]), dcfg, seq_len)
@@ -224,7 +224,7 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
     """Train the LightGBM peer on the walk-forward folds of `cfg` (as the trainer computes them) and write a run
     directory at `out_dir` (`nbs/contract.md` section 5): config.yaml, peer.json, metrics.jsonl, predictions.parquet,
     and the IC report unless `report=False`. Finished folds of an interrupted run are kept."""
-    from factor_forecasting.loader import open_panel
+    from factor_forecasting.panel import open_panel
     from factor_forecasting.rolling import horizon_days, make_folds
     from factor_forecasting.run_lock import held_for_me, lock_job
     from factor_forecasting.synthetic import ensure_dataset

@@ -53,7 +53,7 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
                      universe=None, *, context: int):
     """The `Panel` over `data_dir`'s days in `start`..`end` plus the history days their forecasts reach into (`context`
     snapshots per forecast: `model.model_context`); and those days."""
-    from factor_forecasting.loader import Panel
+    from factor_forecasting.panel import Panel
     data = dict(day_files(data_dir))
     days = [x for x in data if (start is None or x >= start) and (end is None or x <= end)]
     if not days:
@@ -132,7 +132,8 @@ def _checkpoint_and_config(checkpoint, config=None) -> tuple[Path, Path]:
 def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None = None, end: int | None = None,
                        device: str = "cpu", history=None) -> Predictions:
     "Predict `data_dir`'s days `start`..`end` with `checkpoint`, history from `history` (default: the run's data); write `out`."
-    from factor_forecasting.loader import PanelDataset, open_panel
+    from factor_forecasting.loader import PanelDataset
+    from factor_forecasting.panel import open_panel
     from factor_forecasting.model import build_model, model_context
     from factor_forecasting.trainer import load_checkpoint, resolve_precision
     fmt = out_format(out)
@@ -164,7 +165,7 @@ def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None
         raise InputError(f"{ckpt} does not fit the model built from {cfg_path} and {data_dir} "
                          f"({len(features)} features): {str(e).splitlines()[0]}") from None
     per_batch = cfg.trainer.batch_size if isinstance(cfg.trainer.batch_size, int) else 8
-    ds = PanelDataset(cfg, days, train=False, cross_sections_per_batch=per_batch, device=device, panel=panel)
+    ds = PanelDataset(cfg, days, context=context, train=False, cross_sections_per_batch=per_batch, device=device, panel=panel)
     rows = prediction_rows(model.to(device), ds, device, resolve_precision(cfg.trainer.precision, torch.device(device))[0])
     df = prediction_frame([rows], panel.universe, cfg.data.targets)
     known = {t for t in cfg.data.targets for x in days if t in panel.scan.days[panel.pos[x]].schema.names}

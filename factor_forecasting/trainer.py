@@ -624,7 +624,7 @@ def _fold_summary(df: pd.DataFrame, cfg: Config) -> dict:
 def _datasets(cfg: Config, job: Dist, fold: Fold, cross_sections_per_batch: int):
     from factor_forecasting.loader import PanelDataset
     device = job.device if cfg.data.num_workers == 0 else "cpu"
-    make = lambda days, train: PanelDataset(cfg, days, rank=job.rank, world_size=job.world, train=train, device=device,
+    make = lambda days, train: PanelDataset(cfg, days, context=model_context(cfg), rank=job.rank, world_size=job.world, train=train, device=device,
                                             cross_sections_per_batch=cross_sections_per_batch, seed=_fold_seed(cfg, fold.index))
     return make(fold.train, True), {s: make(getattr(fold, s), False) for s in ("train", "valid", "test")}
 
@@ -715,16 +715,17 @@ def _batch_size(cfg: Config, job: Dist, panel, fold: Fold, latest: dict | None, 
                          "resume with the same number of processes, or start over with --fresh")
     if trained is not None: return trained[1:]
     if cfg.trainer.batch_size != "auto": return per_rank_batch(cfg, job.world), "from trainer.batch_size"
-    probe = lambda n: next(iter(PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel, num_workers=0,
+    probe = lambda n: next(iter(PanelDataset(cfg, fold.train, context=model_context(cfg), rank=job.rank, world_size=job.world, panel=panel, num_workers=0,
                                              cross_sections_per_batch=n))).to(job.device)   # in this process: no workers
     trainer = FoldTrainer(cfg, job, build_model(cfg, len(panel.columns.features), len(panel.universe)), 1)
-    counts = PanelDataset(cfg, fold.train, rank=job.rank, world_size=job.world, panel=panel, num_workers=0,
+    counts = PanelDataset(cfg, fold.train, context=model_context(cfg), rank=job.rank, world_size=job.world, panel=panel, num_workers=0,
                           cross_sections_per_batch=1).n_xs
     return auto_batch_size(trainer, probe, int(counts.sum()))
 
 # %% ../nbs/53_trainer.ipynb #f3037039
 def _walk_forward(cfg: Config, job: Dist, restart_fold: bool) -> Path:
-    from factor_forecasting.loader import PanelDataset, open_panel
+    from factor_forecasting.loader import PanelDataset
+    from factor_forecasting.panel import open_panel
     ckpt_dir = cfg.run_dir / "checkpoints"
     panel = open_panel(cfg.data)
     folds = make_folds(panel.dates, cfg.rolling, horizon_days(cfg.data.targets, cfg.rolling))
@@ -735,7 +736,7 @@ def _walk_forward(cfg: Config, job: Dist, restart_fold: bool) -> Path:
         latest = load_checkpoint(ckpt_dir / "latest.pt", hint=f"it holds the progress of {at}: rerun with --restart-fold to retrain "
                                  f"{at} from its start (finished folds are kept), or --fresh to start over")
     per_rank, why = _batch_size(cfg, job, panel, folds[0], latest, plan)
-    steps = [cfg.trainer.epochs * (len(PanelDataset(cfg, f.train, rank=job.rank, world_size=job.world, panel=panel,
+    steps = [cfg.trainer.epochs * (len(PanelDataset(cfg, f.train, context=model_context(cfg), rank=job.rank, world_size=job.world, panel=panel,
                                                     cross_sections_per_batch=per_rank)) // cfg.trainer.grad_accum) for f in folds]
     if min(steps) < 1:
         raise InputError(f"a fold has fewer micro-batches per epoch than trainer.grad_accum = {cfg.trainer.grad_accum}: "

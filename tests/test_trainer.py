@@ -146,14 +146,14 @@ import sys, torch
 from factor_forecasting.config import load_config
 from factor_forecasting.runtime import seed_everything
 from factor_forecasting.loader import PanelDataset
-from factor_forecasting.model import build_model
+from factor_forecasting.model import build_model, model_context
 from factor_forecasting.trainer import FoldTrainer, exit_now, init_distributed
 cfg = load_config(sys.argv[1], ["model.dropout=0.0", "trainer.warmup_steps=2", *sys.argv[3:]])
 d = init_distributed("cpu")
-full = PanelDataset(cfg, cross_sections_per_batch=2)
+full = PanelDataset(cfg, context=model_context(cfg), cross_sections_per_batch=2)
 days = full.days[:16]
 # the same global batches: the two halves of each step come from the 2-rank split of the days
-halves = [list(PanelDataset(cfg, days, rank=r, world_size=2, cross_sections_per_batch=2)) for r in range(2)]
+halves = [list(PanelDataset(cfg, days, context=model_context(cfg), rank=r, world_size=2, cross_sections_per_batch=2)) for r in range(2)]
 seed_everything(0)
 ds = halves[0]
 ft = FoldTrainer(cfg, d, build_model(cfg, len(full.columns.features), len(full.universe)), total_steps=len(halves[0]))
@@ -183,9 +183,9 @@ def test_two_processes_equal_one_process_with_accumulation(tiny, tmp_path):
 def build_init(cfg):
     from factor_forecasting.runtime import seed_everything
     from factor_forecasting.loader import PanelDataset
-    from factor_forecasting.model import build_model
+    from factor_forecasting.model import build_model, model_context
     cfg = load_config(cfg, ["model.dropout=0.0"])
-    full = PanelDataset(cfg, cross_sections_per_batch=2)
+    full = PanelDataset(cfg, context=model_context(cfg), cross_sections_per_batch=2)
     seed_everything(0)
     return build_model(cfg, len(full.columns.features), len(full.universe)).state_dict()
 

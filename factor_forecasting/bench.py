@@ -44,13 +44,13 @@ def emit(result: dict, as_json: bool) -> None:
         width = max(map(len, result))
         for k, v in result.items(): print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
 
-# %% ../nbs/81_bench.ipynb #b3d17369
+# %% ../nbs/81_bench.ipynb #ce188e8a
 def median_spread(values) -> tuple[float, float]:
     "The median of `values` and their spread, `(max - min) / median` (0 for one value)."
     m = statistics.median(values)
     return m, (max(values) - min(values)) / m if m else 0.0
 
-# %% ../nbs/81_bench.ipynb #3579250a
+# %% ../nbs/81_bench.ipynb #8d119ed6
 def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: float, seed: int, device: str,
                    sampling: str) -> dict:
     "Samples and seconds of the cold, cached and warm epochs of `sampling` (its own empty day cache), and bytes per window."
@@ -72,7 +72,7 @@ def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: 
     per_row = ds.feature_dtype.itemsize * seq_len * len(ds.columns.features)    # bytes of one window
     return {"samples": n, "cold_s": cold_s, "cached_s": cached_s, "warm_s": warm_s, "bytes_per_row": per_row, "dataset": ds}
 
-# %% ../nbs/81_bench.ipynb #b3f9e675
+# %% ../nbs/81_bench.ipynb #ccafdcf7
 def _cold_stages(path, seq_len: int) -> dict[str, float]:
     "Seconds per stage of the cold day path over every day of `path`, one day at a time (`StageClock`), the day cache write included."
     clock = StageClock()
@@ -85,14 +85,14 @@ def _cold_stages(path, seq_len: int) -> dict[str, float]:
             _write_cached(day_cache_path(panel, k, cfg.data), panel, a); clock.lap("cache_write")
     return clock.seconds
 
-# %% ../nbs/81_bench.ipynb #7f2918f5
+# %% ../nbs/81_bench.ipynb #f827cb46
 def _raw_decode(files) -> tuple[int, float]:
     "Rows and seconds of `pyarrow.parquet.read_table` over `files` (every column): the reference."
     t0 = time.perf_counter()
     rows = sum(pq.read_table(f).num_rows for f in files)
     return rows, time.perf_counter() - t0
 
-# %% ../nbs/81_bench.ipynb #39d7a84e
+# %% ../nbs/81_bench.ipynb #8abdc08f
 def _bench_dataset(path, stocks: int, days: int, snapshots: int, features: int, seed: int) -> Path:
     "`path`, or the synthetic panel of that shape under `outputs/bench/` (generated once)."
     if path is not None: return Path(path)
@@ -100,7 +100,7 @@ def _bench_dataset(path, stocks: int, days: int, snapshots: int, features: int, 
     if not any(path.glob("*.parquet")): write_synthetic(path, stocks=stocks, days=days, snapshots=snapshots, features=features, seed=seed)
     return path
 
-# %% ../nbs/81_bench.ipynb #43b82116
+# %% ../nbs/81_bench.ipynb #519090ed
 def _loader_figures(runs: list[dict], rates: list[float]) -> dict:
     "Medians (and the ratios' spreads) over the repetitions `runs` (`{sampling: _loader_epochs}`), repetition i against the mean of `rates[i]` and `rates[i + 1]`."
     out = {}
@@ -118,7 +118,7 @@ def _loader_figures(runs: list[dict], rates: list[float]) -> dict:
         out["window_gather_gb_per_s"] = median_spread([r["samples"] * r["bytes_per_row"] / r["warm_s"] / 1e9 for r in w])[0]
     return out
 
-# %% ../nbs/81_bench.ipynb #69d68632
+# %% ../nbs/81_bench.ipynb #8ee143e2
 def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int = 8, features: int = 100,
                  seq_len: int = 60, batch_size: int = 16, memory_budget_gb: float = 4.0, seed: int = 0,
                  device: str = "cpu", repeats: int = 5) -> dict:
@@ -191,7 +191,7 @@ def _forward_flops(model, batch) -> int:
     if hasattr(batch, "positions"): return batch.x.shape[0] * model.sequence_flops(batch.positions)
     return len(batch) * model.flops_per_sample(batch.x.shape[1])
 
-# %% ../nbs/81_bench.ipynb #c30dd4d0
+# %% ../nbs/81_bench.ipynb #f59e4679
 def _step_batches(cfg, job, panel, warmup: int, steps: int):
     "The first `warmup + steps` optimizer steps' micro-batches of a training set just long enough for them (on the device), its days, a valid day, and the dataset maker."
     per_rank, accum = per_rank_batch(cfg, job.world), cfg.trainer.grad_accum
@@ -208,7 +208,7 @@ def _step_batches(cfg, job, panel, warmup: int, steps: int):
                          f"{warmup + steps} are needed: ask for fewer steps, lower trainer.batch_size or use more days")
     return out, days, valid, make
 
-# %% ../nbs/81_bench.ipynb #8c4e7931
+# %% ../nbs/81_bench.ipynb #472030f9
 def _bare_seconds(cfg, job, meta: tuple[int, int], micro: list, warmup: int, steps: int) -> float:
     "Seconds of `steps` bare optimizer steps (forward, backward, AdamW; no DDP, loader or telemetry) after `warmup` untimed ones, on a fresh model."
     accum = cfg.trainer.grad_accum
@@ -225,7 +225,7 @@ def _bare_seconds(cfg, job, meta: tuple[int, int], micro: list, warmup: int, ste
     for i in range(warmup, warmup + steps): step(micro[i * accum:(i + 1) * accum])
     sync(); return time.perf_counter() - t0
 
-# %% ../nbs/81_bench.ipynb #8b16b267
+# %% ../nbs/81_bench.ipynb #5b28fd02
 def _trainer_seconds(cfg, job, meta: tuple[int, int], make, days, valid, warmup: int, steps: int):
     "Seconds of the trainer's own loop (`train_fold`: loader, DDP, telemetry) from step `warmup` to `warmup + steps`, from its metrics.jsonl; and the trainer."
     cfg.run_dir.joinpath("checkpoints").mkdir(parents=True)
@@ -238,7 +238,7 @@ def _trainer_seconds(cfg, job, meta: tuple[int, int], make, days, valid, warmup:
     t = {r["step"]: r["time"] for r in map(json.loads, (cfg.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"}
     return t[warmup + steps] - t[warmup], trainer
 
-# %% ../nbs/81_bench.ipynb #62614595
+# %% ../nbs/81_bench.ipynb #e015c3bf
 def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
     "Bare loop vs the trainer's loop on the same batches, for the sampling mode `overrides` set (see above)."
     warmup = max(1, warmup)
@@ -265,7 +265,7 @@ def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
         if job.device.type == "cuda": out.update(_mfu(out, job.device))
         return out
 
-# %% ../nbs/81_bench.ipynb #80709e3b
+# %% ../nbs/81_bench.ipynb #89709b43
 def _mfu(rates: dict, device) -> dict:
     "The GPU's name and model FLOPs utilization of the trainer's and the bare loop's samples/s (None for an unknown GPU)."
     name = torch.cuda.get_device_name(device)
@@ -273,7 +273,7 @@ def _mfu(rates: dict, device) -> dict:
     mfu = lambda per_s: 3 * rates["flops_per_sample"] * per_s / peak if peak else None
     return {"gpu": name, "mfu": mfu(rates["trainer_samples_per_s"]), "mfu_bare": mfu(rates["bare_samples_per_s"])}
 
-# %% ../nbs/81_bench.ipynb #bbe9b4e1
+# %% ../nbs/81_bench.ipynb #ca3baf57
 def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup: int = 5, window_steps: int = 4,
                 window_warmup: int = 1, window_stocks: int | None = 250) -> dict:
     """Sequence vs window sampling (`speedup_vs_window`) and trainer vs bare loop (`ratio`) on the same model and data; the

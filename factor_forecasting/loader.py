@@ -180,14 +180,14 @@ def _runs(idx: list[int], n: int) -> list[list[int]]:
         else: out.append([i])
     return out
 
-# %% ../nbs/13_loader.ipynb #115b7f83
+# %% ../nbs/13_loader.ipynb #6490ccb6
 def _per_rank_cross_sections(cfg: Config, world_size: int, given: int | None) -> int:
     "Cross-sections per batch (a block's positions in training): `given`, else `trainer.batch_size` over ranks and `grad_accum`."
     if given is not None: return int(given)
     if cfg.trainer.batch_size == "auto": raise ConfigError("`trainer.batch_size: auto` must be resolved before building the loader")
     return int(-(-cfg.trainer.batch_size // (world_size * cfg.trainer.grad_accum)))
 
-# %% ../nbs/13_loader.ipynb #ea6a571a
+# %% ../nbs/13_loader.ipynb #1a54cff6
 class PanelDataset(IterableDataset):
     "Blocks (sequence sampling) or batches of whole cross-sections (window) for one rank; every valid row once per epoch across ranks x workers."
     def __init__(self, cfg: Config, days: Sequence[int] | None = None, *, context: int, rank: int = 0, world_size: int = 1,
@@ -220,14 +220,14 @@ class PanelDataset(IterableDataset):
     def __len__(self) -> int: return self.steps_per_epoch
     def __iter__(self): return self._iterate()          # defined below; an IterableDataset must name `__iter__` in its body
 
-# %% ../nbs/13_loader.ipynb #74d9edaf
+# %% ../nbs/13_loader.ipynb #54a534df
 @patch
 def _day_xs(self: PanelDataset, day: int) -> np.ndarray:
     "Own slots of `day` that hold samples (train: a trainable row; inference: any row)."
     s = self.panel.scan.days[self.panel.pos[day]]
     return np.flatnonzero((s.trainable if self.train else s.counts) > 0)
 
-# %% ../nbs/13_loader.ipynb #3197c67a
+# %% ../nbs/13_loader.ipynb #64262abb
 @patch
 def _plan_workers(self: PanelDataset) -> None:
     "`worker_days[rank][worker]`: contiguous days balanced by cross-sections; `n_xs[rank, worker]`: their cross-sections."
@@ -238,7 +238,7 @@ def _plan_workers(self: PanelDataset) -> None:
         self.worker_days.append([days[lo + a: lo + b] for a, b in sub])
     self.n_xs = np.array([[sum(len(self._day_xs(x)) for x in blk) for blk in row] for row in self.worker_days])
 
-# %% ../nbs/13_loader.ipynb #b3181f75
+# %% ../nbs/13_loader.ipynb #2cccfe65
 @patch
 def _plan_chunks(self: PanelDataset) -> None:
     "`chunks[rank][worker]`: runs of consecutive panel positions, each a quarter of the worker's share of `data.memory_budget_gb` at most."
@@ -252,7 +252,7 @@ def _plan_chunks(self: PanelDataset) -> None:
     self.chunks = [[[tuple(r) for r in _runs([self.panel.pos[x] for x in blk], self.chunk_days)] for blk in row]
                    for row in self.worker_days]
 
-# %% ../nbs/13_loader.ipynb #83281c1b
+# %% ../nbs/13_loader.ipynb #39c22d45
 @patch
 def _plan_steps(self: PanelDataset) -> None:
     "`worker_batches[rank, worker]` (equal totals per rank, a multiple of `grad_accum` in training) and `steps_per_epoch`; sequence: `plan`, each worker's blocks."
@@ -263,14 +263,14 @@ def _plan_steps(self: PanelDataset) -> None:
     else: self.worker_batches = batch_counts(self.n_xs, self.cross_sections_per_batch, self.steps_multiple)
     self.steps_per_epoch = int(self.worker_batches[0].sum()) if len(self.days) else 0
 
-# %% ../nbs/13_loader.ipynb #3f659912
+# %% ../nbs/13_loader.ipynb #3d67ece5
 @patch
 def _valid(self: PanelDataset, key: tuple[int, ...]) -> np.ndarray:
     "Which own slots of chunk `key` hold a valid row, from the scan."
     days = self.panel.scan.days
     return np.concatenate([(days[k].trainable if self.train else days[k].counts) > 0 for k in key])
 
-# %% ../nbs/13_loader.ipynb #130bddf3
+# %% ../nbs/13_loader.ipynb #0534ff98
 @patch
 def _spans(self: PanelDataset, key: tuple[int, ...]) -> list[tuple[int, int]]:
     """Own-slot ranges of chunk `key`'s blocks: runs of `cross_sections_per_batch` in training; in inference the whole
@@ -281,7 +281,7 @@ def _spans(self: PanelDataset, key: tuple[int, ...]) -> list[tuple[int, int]]:
     S = len(np.unique(np.concatenate([self.panel.day_stocks[k] for k in _history(self.panel.scan, key[0], H)[0] + list(key)])))
     return block_spans(self._valid(key), max(1, min(INFERENCE_ROWS // S - H, INFERENCE_CONTEXTS * self.context)), equal=True)
 
-# %% ../nbs/13_loader.ipynb #022a0bc2
+# %% ../nbs/13_loader.ipynb #d1e7dec5
 @patch(as_prop=True)
 def num_samples(self: PanelDataset) -> int:
     "Valid samples this rank yields per epoch (before stock subsampling)."
@@ -289,7 +289,7 @@ def num_samples(self: PanelDataset) -> int:
     return int(sum((sc[self.panel.pos[x]].trainable if self.train else sc[self.panel.pos[x]].counts).sum()
                    for blk in self.worker_days[self.rank] for x in blk))
 
-# %% ../nbs/13_loader.ipynb #78b0ec16
+# %% ../nbs/13_loader.ipynb #781bc96b
 @patch
 def _chunk(self: PanelDataset, key: tuple[int, ...]) -> Chunk:
     "Chunk `key` (panel positions), built on first use and kept in `_cache`; its NaN counts are logged and summed into `nan_stats`."
@@ -302,7 +302,7 @@ def _chunk(self: PanelDataset, key: tuple[int, ...]) -> Chunk:
         self._cache[key] = ch
     return self._cache[key]
 
-# %% ../nbs/13_loader.ipynb #10cb9381
+# %% ../nbs/13_loader.ipynb #850f6e67
 @patch
 def _subsample(self: PanelDataset, sel: torch.Tensor, date, time) -> torch.Tensor:
     "`data.stocks_per_cross_section` of the local stock indices `sel` in training, drawn from `(seed, epoch, date, time)`; else `sel`."
@@ -312,19 +312,21 @@ def _subsample(self: PanelDataset, sel: torch.Tensor, date, time) -> torch.Tenso
         sel = sel[torch.from_numpy(np.sort(rng.choice(len(sel), k, replace=False))).to(sel.device)]
     return sel
 
-# %% ../nbs/13_loader.ipynb #51147d73
+# %% ../nbs/13_loader.ipynb #17d0dec6
 @patch
 def _select(self: PanelDataset, ch: Chunk, j: int) -> torch.Tensor:
     "The local stock indices of own slot `j`'s cross-section (valid rows, subsampled in training)."
     return self._subsample((ch.trainable[j] if self.train else ch.present[j]).nonzero()[:, 0], ch.dates[j], ch.times[j])
 
-# %% ../nbs/13_loader.ipynb #34d8e88d
-def _take_rows(t: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    "`t[i, j]`; on CPU by numpy: a gather this small gains nothing from a torch thread team, which on a busy machine waits for its threads."
-    if t.device.type != "cpu": return t[i, j]
-    return torch.from_numpy(t.numpy()[i.numpy(), j.numpy()])
+# %% ../nbs/13_loader.ipynb #e49d04f2
+def _take_rows(t: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Rows `flat` of `t` `[P, S, ...]` seen as `[P * S, ...]`; on CPU by numpy's `take` (one thread, as quick as torch's
+    `index_select` here: a torch thread team for a gather this small waits for its threads on a busy machine)."""
+    t2 = t.reshape(-1, *t.shape[2:])
+    if t.device.type != "cpu": return t2.index_select(0, flat)
+    return torch.from_numpy(np.take(t2.numpy(), flat.numpy(), axis=0))
 
-# %% ../nbs/13_loader.ipynb #dd6a80ca
+# %% ../nbs/13_loader.ipynb #5529846d
 @patch
 def _block(self: PanelDataset, ch: Chunk, lo: int, hi: int, ship: bool = False) -> Block:
     "Own slots `lo:hi` of `ch` as a `Block`: `x` a view of the chunk (a copy of the subsampled stocks; cloned when `ship`: a worker sends it)."
@@ -337,12 +339,12 @@ def _block(self: PanelDataset, ch: Chunk, lo: int, hi: int, ship: bool = False) 
     if ship and sel is None: x, stocks = x.clone(), stocks.clone()     # not the chunk's storage into shared memory
     l, s = valid.nonzero(as_tuple=True)                                # by position, then stock
     c = s if sel is None else sel[s]                                   # the rows' stocks in the chunk
-    at = lambda a: torch.as_tensor(a[lo:hi], device=x.device)[l]
-    return Block(x=x, stocks=stocks, positions=L, rows=s * L + l, y=_take_rows(ch.y, lo + l, c), y_raw=_take_rows(ch.y_raw, lo + l, c),
-                 group=torch.unique_consecutive(l, return_inverse=True)[1], weight=_take_rows(ch.weight, lo + l, c),
+    at, flat = lambda a: torch.as_tensor(a[lo:hi], device=x.device)[l], (lo + l) * ch.y.shape[1] + c   # flat: the rows in [P * S]
+    return Block(x=x, stocks=stocks, positions=L, rows=s * L + l, y=_take_rows(ch.y, flat), y_raw=_take_rows(ch.y_raw, flat),
+                 group=torch.unique_consecutive(l, return_inverse=True)[1], weight=_take_rows(ch.weight, flat),
                  date=at(ch.dates), time=at(ch.times), sid=ch.stocks[c])
 
-# %% ../nbs/13_loader.ipynb #85daf2dd
+# %% ../nbs/13_loader.ipynb #87efddff
 @patch
 def _empty_block(self: PanelDataset) -> Block:
     "A block without rows: a rank with fewer blocks steps on it, so DDP stays in lock-step."
@@ -351,7 +353,7 @@ def _empty_block(self: PanelDataset) -> Block:
     return Block(e(0, self.context, len(self.columns.features), dtype=self.feature_dtype), e(0), 1, e(0), e(0, K, dtype=f32),
                  e(0, K, dtype=f32), e(0), e(0, dtype=f32), e(0, dtype=i32), e(0, dtype=i32), e(0))
 
-# %% ../nbs/13_loader.ipynb #afe3e1bc
+# %% ../nbs/13_loader.ipynb #f0c985d7
 @patch
 def _epoch_units(self: PanelDataset, wid: int) -> tuple[list[tuple], bool]:
     """Worker `wid`'s units in this epoch's order (window: `(chunk key, own slot)` cross-sections; sequence: `(chunk key,
@@ -368,7 +370,7 @@ def _epoch_units(self: PanelDataset, wid: int) -> tuple[list[tuple], bool]:
         if not cached: units.sort(key=lambda u: order[u[0]])           # stable: shuffled within each chunk
     return units, cached
 
-# %% ../nbs/13_loader.ipynb #68fc55b5
+# %% ../nbs/13_loader.ipynb #6a2c984c
 @patch
 def _window_buffers(self: PanelDataset, in_worker: bool) -> _WindowBuffers | None:
     "The ring of window buffers when this process gathers window batches on CPU for itself (workers send theirs via shared memory)."
@@ -378,7 +380,7 @@ def _window_buffers(self: PanelDataset, in_worker: bool) -> _WindowBuffers | Non
     return _WindowBuffers(size=2 * self.grad_accum,       # a trainer holds a step's micro-batches while it gathers the next
                           capacity=self.cross_sections_per_batch * min(widest, k or widest) * self.context * len(self.columns.features))
 
-# %% ../nbs/13_loader.ipynb #335323ad
+# %% ../nbs/13_loader.ipynb #b3d8c619
 @patch
 def _yield_step(self: PanelDataset, units: list[tuple], part, buffers, ship: bool):
     "The batch of step `part` (indices into `units`): a window batch of its cross-sections, its block, or an empty block."
@@ -391,7 +393,7 @@ def _yield_step(self: PanelDataset, units: list[tuple], part, buffers, ship: boo
         return self._block(self._chunk(key), lo, hi, ship=ship)
     return self._empty_block()
 
-# %% ../nbs/13_loader.ipynb #12d2c015
+# %% ../nbs/13_loader.ipynb #a38556ed
 @patch
 def _iterate(self: PanelDataset):
     "This rank's batches (blocks) of the epoch, for this DataLoader worker: `None` for the first `skip`, then each step's."

@@ -5,12 +5,35 @@
 # %% ../nbs/81_bench.ipynb #29b60381
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import resource
+import statistics
+import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from . import metrics
+from .config import ConfigError, InputError, config_from_dict
+from .config_files import load_config
+from .loader import PanelDataset, batches
+from .model import build_model, model_context
+from .panel import READ_THREADS, StageClock, _read_day, _write_cached, day_cache_path, open_panel, trading_days
+from .synthetic import ensure_dataset, write_synthetic
+from .telemetry import Telemetry
+from .distributed import init_distributed
+from .resolved import per_rank_batch, steps_per_epoch
+from .rundir import RunDir
+from .trainer import FoldTrainer, Position, train_fold
 
 # %% auto #0
-__all__ = ['BF16_PEAK_FLOPS', 'peak_rss_gb', 'emit', 'bench_loader', 'bench_metrics', 'bench_train']
+__all__ = ['BF16_PEAK_FLOPS', 'peak_rss_gb', 'emit', 'median_spread', 'bench_loader', 'bench_metrics', 'bench_train']
 
 # %% ../nbs/81_bench.ipynb #3806bd10
 def peak_rss_gb() -> float:
@@ -25,14 +48,16 @@ def emit(result: dict, as_json: bool) -> None:
         width = max(map(len, result))
         for k, v in result.items(): print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
 
-# %% ../nbs/81_bench.ipynb #9534847f
+# %% ../nbs/81_bench.ipynb #ce188e8a
+def median_spread(values) -> tuple[float, float]:
+    "The median of `values` and their spread, `(max - min) / median` (0 for one value)."
+    m = statistics.median(values)
+    return m, (max(values) - min(values)) / m if m else 0.0
+
+# %% ../nbs/81_bench.ipynb #8d119ed6
 def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: float, seed: int, device: str,
                    sampling: str) -> dict:
     "Samples and seconds of the cold, cached and warm epochs of `sampling` (its own empty day cache), and bytes per window."
-    import tempfile
-    import torch
-    from factor_forecasting.config import config_from_dict
-    from factor_forecasting.loader import PanelDataset
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     def epoch(ds, e):
         ds.set_epoch(e)
@@ -47,55 +72,84 @@ def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: 
         n, cold_s = epoch(make(), 0)                   # from the files (and filling the day cache)
         ds = make()
         _, cached_s = epoch(ds, 1)                     # a fresh dataset: chunks from the day cache
-        _, warm_s = epoch(ds, 2)                          # chunks already in memory
+        _, warm_s = epoch(ds, 2)                       # chunks already in memory
     per_row = ds.feature_dtype.itemsize * seq_len * len(ds.columns.features)    # bytes of one window
     return {"samples": n, "cold_s": cold_s, "cached_s": cached_s, "warm_s": warm_s, "bytes_per_row": per_row, "dataset": ds}
 
-# %% ../nbs/81_bench.ipynb #a78a6f31
+# %% ../nbs/81_bench.ipynb #ccafdcf7
+def _cold_stages(path, seq_len: int) -> dict[str, float]:
+    "Seconds per stage of the cold day path over every day of `path`, one day at a time (`StageClock`), the day cache write included."
+    clock = StageClock()
+    with tempfile.TemporaryDirectory() as cache:
+        cfg = config_from_dict({"data": {"path": str(path), "seq_len": seq_len, "cache_dir": cache}})
+        panel = open_panel(cfg.data)
+        for k in range(len(panel.dates)):
+            clock.t = time.perf_counter()
+            a = _read_day(panel, k, cfg.data, clock)
+            _write_cached(day_cache_path(panel, k, cfg.data), panel, a); clock.lap("cache_write")
+    return clock.seconds
+
+# %% ../nbs/81_bench.ipynb #f827cb46
+def _raw_decode(files) -> tuple[int, float]:
+    "Rows and seconds of `pyarrow.parquet.read_table` over `files` (every column): the reference."
+    t0 = time.perf_counter()
+    rows = sum(pq.read_table(f).num_rows for f in files)
+    return rows, time.perf_counter() - t0
+
+# %% ../nbs/81_bench.ipynb #8abdc08f
+def _bench_dataset(path, stocks: int, days: int, snapshots: int, features: int, seed: int) -> Path:
+    "`path`, or the synthetic panel of that shape under `outputs/bench/` (generated once)."
+    if path is not None: return Path(path)
+    path = Path("outputs/bench") / f"loader_{stocks}x{days}x{snapshots}x{features}"
+    if not any(path.glob("*.parquet")): write_synthetic(path, stocks=stocks, days=days, snapshots=snapshots, features=features, seed=seed)
+    return path
+
+# %% ../nbs/81_bench.ipynb #519090ed
+def _loader_figures(runs: list[dict], rates: list[float]) -> dict:
+    "Medians (and the ratios' spreads) over the repetitions `runs` (`{sampling: _loader_epochs}`), repetition i against the mean of `rates[i]` and `rates[i + 1]`."
+    out = {}
+    for sampling in runs[0]:
+        pre = "" if sampling == "sequence" else "window_"
+        n = runs[0][sampling]["samples"]
+        out.update({f"{pre}samples": n, f"{pre}steps": runs[0][sampling]["dataset"].steps_per_epoch})
+        for epoch, suffix in (("cold_s", ""), ("cached_s", "_cached"), ("warm_s", "_warm")):
+            per_s = [n / r[sampling][epoch] for r in runs]
+            out[f"{pre}samples_per_s{suffix}"] = median_spread(per_s)[0]
+            ratio, spread = median_spread([v / ((a + b) / 2) for v, a, b in zip(per_s, rates, rates[1:])])
+            out.update({f"{pre}ratio{suffix}": ratio, f"{pre}ratio{suffix}_spread": spread})
+    if "window" in runs[0]:
+        w = [r["window"] for r in runs]
+        out["window_gather_gb_per_s"] = median_spread([r["samples"] * r["bytes_per_row"] / r["warm_s"] / 1e9 for r in w])[0]
+    return out
+
+# %% ../nbs/81_bench.ipynb #8ee143e2
 def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int = 8, features: int = 100,
                  seq_len: int = 60, batch_size: int = 16, memory_budget_gb: float = 4.0, seed: int = 0,
-                 device: str = "cpu") -> dict:
-    "Raw parquet decode rate vs the loader's delivered samples/s on the same files, both sampling modes (cold, cached, warm); peak RSS."
-    from pathlib import Path
-    import pyarrow.parquet as pq
-    import torch
-    from factor_forecasting.config import ConfigError
-    from factor_forecasting.loader import trading_days
+                 device: str = "cpu", repeats: int = 5) -> dict:
+    "Raw parquet decode rate vs the loader's delivered samples/s on the same files, both sampling modes (cold, cached, warm): medians of `repeats`; the cold stages; peak RSS."
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"bench loader --device cuda: torch {torch.__version__} sees no GPU on this machine")
-    if path is None:
-        path = Path("outputs/bench") / f"loader_{stocks}x{days}x{snapshots}x{features}"
-        if not any(path.glob("*.parquet")):
-            from factor_forecasting.synthetic import write_synthetic
-            write_synthetic(path, stocks=stocks, days=days, snapshots=snapshots, features=features, seed=seed)
-    files = sorted(Path(path).glob("*.parquet"))
-    for f in files: pq.read_table(f)                                         # page cache warm for both sides
-    def raw() -> tuple[int, float]:
-        t0 = time.perf_counter(); rows = sum(pq.read_table(f).num_rows for f in files); return rows, time.perf_counter() - t0
-    rows, raw_before = raw()
-    runs = {s: _loader_epochs(path, trading_days(path), seq_len, batch_size, memory_budget_gb, seed, device, s)
-            for s in ("sequence", "window")}
-    _, raw_after = raw()
-    rate = rows / ((raw_before + raw_after) / 2)
-    ds = runs["sequence"]["dataset"]
-    out = {"files": len(files), "rows": rows, "features": len(ds.columns.features), "seq_len": seq_len, "batch_size": batch_size,
-           "raw_rows_per_s": rate, "raw_spread": abs(raw_before - raw_after) / ((raw_before + raw_after) / 2)}
-    for sampling, r in runs.items():
-        pre = "" if sampling == "sequence" else "window_"
-        n = r["samples"]
-        out.update({f"{pre}samples": n, f"{pre}steps": r["dataset"].steps_per_epoch, f"{pre}samples_per_s": n / r["cold_s"],
-                    f"{pre}samples_per_s_cached": n / r["cached_s"], f"{pre}samples_per_s_warm": n / r["warm_s"],
-                    f"{pre}ratio": n / r["cold_s"] / rate, f"{pre}ratio_cached": n / r["cached_s"] / rate,
-                    f"{pre}ratio_warm": n / r["warm_s"] / rate})
-    out["window_gather_gb_per_s"] = runs["window"]["samples"] * runs["window"]["bytes_per_row"] / runs["window"]["warm_s"] / 1e9
-    out.update({"in_memory": ds.chunk_days >= len(files), "feature_dtype": str(ds.feature_dtype).removeprefix("torch."),
-                "peak_rss_gb": peak_rss_gb(), "memory_budget_gb": memory_budget_gb, "torch_threads": torch.get_num_threads(),
-                "device": str(ds.device)})
-    return out
+    if repeats < 1: raise ConfigError(f"bench loader: repeats must be >= 1 (got {repeats})")
+    path = _bench_dataset(path, stocks, days, snapshots, features, seed)
+    files = sorted(path.glob("*.parquet"))
+    rows, _ = _raw_decode(files)                                           # page cache warm for both sides
+    rates, runs = [rows / _raw_decode(files)[1]], []
+    for _ in range(repeats):
+        runs.append({s: _loader_epochs(path, trading_days(path), seq_len, batch_size, memory_budget_gb, seed, device, s)
+                     for s in ("sequence", "window")})
+        rates.append(rows / _raw_decode(files)[1])
+    stages = _cold_stages(path, seq_len)
+    ds = runs[0]["sequence"]["dataset"]
+    rate, raw_spread = median_spread(rates)
+    return {"files": len(files), "rows": rows, "features": len(ds.columns.features), "seq_len": seq_len, "batch_size": batch_size,
+            "repeats": repeats, "raw_rows_per_s": rate, "raw_spread": raw_spread, "raw_ns_per_row": 1e9 / rate,
+            **_loader_figures(runs, rates), **{f"cold_{k}_ns_per_row": v / rows * 1e9 for k, v in stages.items()},
+            "in_memory": ds.chunk_days >= len(files), "feature_dtype": str(ds.feature_dtype).removeprefix("torch."),
+            "peak_rss_gb": peak_rss_gb(), "memory_budget_gb": memory_budget_gb, "num_workers": ds.num_workers,
+            "read_threads": READ_THREADS, "torch_threads": torch.get_num_threads(), "device": str(ds.device)}
 
 # %% ../nbs/81_bench.ipynb #f01b3e6f
 def _bench_panel(stocks: int, cross_sections: int, targets: int, seed: int):
-    import numpy as np, pandas as pd
     rng = np.random.default_rng(seed)
     n = stocks * cross_sections
     cs = np.repeat(np.arange(cross_sections), stocks)
@@ -112,8 +166,6 @@ def _bench_panel(stocks: int, cross_sections: int, targets: int, seed: int):
 # %% ../nbs/81_bench.ipynb #3f3fdede
 def bench_metrics(stocks: int = 3000, cross_sections: int = 2000, targets: int = 3, seed: int = 0) -> dict:
     "Per cross-section IC and RankIC for every target: ours vs a pandas groupby reference on the same frame; seconds, speedup, max |diff|."
-    import numpy as np
-    from factor_forecasting import metrics
     df, names = _bench_panel(stocks, cross_sections, targets, seed)
     t0 = time.perf_counter()
     table = metrics.ic_table(df, names, min_stocks=2, fold_col=None, split_col=None)     # every target in one pass
@@ -143,91 +195,97 @@ def _forward_flops(model, batch) -> int:
     if hasattr(batch, "positions"): return batch.x.shape[0] * model.sequence_flops(batch.positions)
     return len(batch) * model.flops_per_sample(batch.x.shape[1])
 
-# %% ../nbs/81_bench.ipynb #a292929a
+# %% ../nbs/81_bench.ipynb #f59e4679
+def _step_batches(cfg, job, panel, warmup: int, steps: int):
+    "The first `warmup + steps` optimizer steps' micro-batches of a training set just long enough for them (on the device), its days, a valid day, and the dataset maker."
+    per_rank, accum = per_rank_batch(cfg, job.world), cfg.trainer.grad_accum
+    per_day = len(panel.scan.days[0].times)
+    n_days = min(len(panel.dates) - 1, math.ceil((warmup + steps) * per_rank * accum * job.world / per_day) + 1)
+    days, valid = panel.dates[:n_days], panel.dates[n_days:n_days + 1]
+    device = job.device if cfg.data.num_workers == 0 else "cpu"
+    make = lambda days, train: PanelDataset(cfg, days, context=model_context(cfg), rank=job.rank, world_size=job.world,
+                                            train=train, panel=panel, cross_sections_per_batch=per_rank, device=device, seed=0)
+    out = [b.to(job.device) for b in itertools.islice(batches(make(days, True)), (warmup + steps) * accum)]
+    if len(out) < (warmup + steps) * accum:
+        raise InputError(f"bench train: {cfg.data.path} ({len(panel.dates)} days, {per_day} cross-sections a day) gives "
+                         f"{len(out) // accum} steps of {per_rank * accum * job.world} cross-sections; --warmup + --steps = "
+                         f"{warmup + steps} are needed: ask for fewer steps, lower trainer.batch_size or use more days")
+    return out, days, valid, make
+
+# %% ../nbs/81_bench.ipynb #472030f9
+def _bare_seconds(cfg, job, meta: tuple[int, int], micro: list, warmup: int, steps: int) -> float:
+    "Seconds of `steps` bare optimizer steps (forward, backward, AdamW; no DDP, loader or telemetry) after `warmup` untimed ones, on a fresh model."
+    accum = cfg.trainer.grad_accum
+    sync = torch.cuda.synchronize if job.device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    model = build_model(cfg, *meta).to(job.device)
+    trainer = FoldTrainer(cfg, job, model, total_steps=warmup + steps)   # for its loss, autocast and optimizer settings
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
+    def step(part):
+        for b in part: (trainer.loss(b, model)[0] / accum).backward()
+        opt.step(); opt.zero_grad(set_to_none=True)
+    for i in range(warmup): step(micro[i * accum:(i + 1) * accum])
+    sync(); t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps): step(micro[i * accum:(i + 1) * accum])
+    sync(); return time.perf_counter() - t0
+
+# %% ../nbs/81_bench.ipynb #5b28fd02
+def _trainer_seconds(cfg, job, meta: tuple[int, int], make, days, valid, warmup: int, steps: int):
+    "Seconds of the trainer's own loop (`train_fold`: loader, DDP, telemetry) from step `warmup` to `warmup + steps`, from its metrics.jsonl; and the trainer."
+    run = RunDir(cfg.run_dir)
+    run.checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    trainer = FoldTrainer(cfg, job, build_model(cfg, *meta), total_steps=warmup + steps)
+    train_ds = make(days, True)
+    tele = Telemetry(cfg, job.main, job.world, job.device, steps_per_epoch(len(train_ds), cfg.trainer.grad_accum))
+    train_fold(trainer, Position(), train_ds, make(valid, False), tele, 0)
+    tele.close("finished")
+    t = {r["step"]: r["time"] for r in map(json.loads, run.metrics.read_text().splitlines()) if r["kind"] == "train"}
+    return t[warmup + steps] - t[warmup], trainer
+
+# %% ../nbs/81_bench.ipynb #e015c3bf
 def _train_rates(config, overrides, steps: int, warmup: int) -> dict:
     "Bare loop vs the trainer's loop on the same batches, for the sampling mode `overrides` set (see above)."
-    import itertools, json as _json, math, tempfile
-    import torch
-    from factor_forecasting.config import InputError
-    from factor_forecasting.config_files import load_config
-    from factor_forecasting.loader import PanelDataset, open_panel
-    from factor_forecasting.loader import batches as loader_batches
-    from factor_forecasting.model import build_model
-    from factor_forecasting.synthetic import ensure_dataset
-    from factor_forecasting.telemetry import Telemetry
-    from factor_forecasting.distributed import init_distributed
-    from factor_forecasting.resolved import per_rank_batch
-    from factor_forecasting.trainer import FoldTrainer, Position, train_fold
+    warmup = max(1, warmup)
     with tempfile.TemporaryDirectory() as tmp:
-        log_every = 5
-        warmup, steps = -(-warmup // log_every) * log_every, -(-steps // log_every) * log_every
-        cfg = load_config(config, [*overrides, "trainer.epochs=1", f"trainer.log_every_steps={log_every}",
+        cfg = load_config(config, [*overrides, "trainer.epochs=1", f"trainer.log_every_steps={math.gcd(warmup, steps)}",
                                    "trainer.eval_every_steps=null", f"run.root={tmp}", "run.name=bench"])
         job = init_distributed(cfg.trainer.device)
         ensure_dataset(cfg)
-        per_rank, accum = per_rank_batch(cfg, job.world), cfg.trainer.grad_accum
         panel = open_panel(cfg.data)
-        per_day = len(panel.scan.days[0].times)
-        n_days = min(len(panel.dates) - 1, math.ceil((warmup + steps) * per_rank * accum * job.world / per_day) + 1)
-        days, valid = panel.dates[:n_days], panel.dates[n_days:n_days + 1]
-        device = job.device if cfg.data.num_workers == 0 else "cpu"
-        make = lambda days, train: PanelDataset(cfg, days, rank=job.rank, world_size=job.world, train=train, panel=panel,
-                                                cross_sections_per_batch=per_rank, device=device, seed=0)
         meta = (len(panel.columns.features), len(panel.universe))
-        # (a) bare: the same batches, already on the device
-        source = make(days, True)
-        batches = [b.to(job.device) for b in itertools.islice(loader_batches(source), (warmup + steps) * accum)]
-        if len(batches) < (warmup + steps) * accum:
-            raise InputError(f"bench train: {cfg.data.path} ({len(panel.dates)} days, {per_day} cross-sections a day) gives "
-                             f"{len(batches) // accum} steps of {per_rank * accum * job.world} cross-sections; --warmup + --steps = "
-                             f"{warmup + steps} are needed: ask for fewer steps, lower trainer.batch_size or use more days")
-        sync = torch.cuda.synchronize if job.device.type == "cuda" else (lambda: None)
-        def bare() -> float:
-            torch.manual_seed(0)
-            model = build_model(cfg, *meta).to(job.device)
-            trainer = FoldTrainer(cfg, job, model, total_steps=warmup + steps)   # for its loss, autocast and optimizer settings
-            opt = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr)
-            def step(micro):
-                for b in micro: (trainer.loss(b, model)[0] / accum).backward()
-                opt.step(); opt.zero_grad(set_to_none=True)
-            for i in range(warmup): step(batches[i * accum:(i + 1) * accum])
-            sync(); t0 = time.perf_counter()
-            for i in range(warmup, warmup + steps): step(batches[i * accum:(i + 1) * accum])
-            sync(); return time.perf_counter() - t0
-        if job.device.type == "cuda": bare()        # untimed: every batch shape's cuDNN / allocator / compile warm-up
-        bare_before = bare()
-        timed = batches[warmup * accum:]
+        micro, days, valid, make = _step_batches(cfg, job, panel, warmup, steps)
+        if job.device.type == "cuda": _bare_seconds(cfg, job, meta, micro, warmup, steps)   # untimed: cuDNN / allocator / compile warm-up
+        bare_before = _bare_seconds(cfg, job, meta, micro, warmup, steps)
+        timed = micro[warmup * cfg.trainer.grad_accum:]
         samples = sum(len(b) for b in timed) * job.world
-        # (b) the trainer's loop on a fresh model, loader, DDP and telemetry
-        cfg.run_dir.joinpath("checkpoints").mkdir(parents=True)
-        torch.manual_seed(0)
-        trainer = FoldTrainer(cfg, job, build_model(cfg, *meta), total_steps=warmup + steps)
-        train_ds = make(days, True)
-        tele = Telemetry(cfg, job.main, job.world, job.device, len(train_ds) // accum)
-        train_fold(trainer, Position(), train_ds, make(valid, False), tele, 0)
-        tele.close("finished")
-        t = {r["step"]: r["time"] for r in map(_json.loads, (cfg.run_dir / "metrics.jsonl").read_text().splitlines())
-             if r["kind"] == "train"}
-        trainer_s = t[warmup + steps] - t[warmup]
-        bare_after = bare()                          # the reference on both sides of (b): a machine's drift cancels
+        trainer_s, trainer = _trainer_seconds(cfg, job, meta, make, days, valid, warmup, steps)
+        bare_after = _bare_seconds(cfg, job, meta, micro, warmup, steps)     # the reference on both sides of the trainer: drift cancels
         bare_s = (bare_before + bare_after) / 2
         out = {"sampling": cfg.data.sampling, "context": trainer.model.context, "device": str(job.device), "world_size": job.world,
-               "steps": steps, "cross_sections_per_step": per_rank * accum * job.world, "samples": samples,
-               "bare_samples_per_s": samples / bare_s, "trainer_samples_per_s": samples / trainer_s,
+               "steps": steps, "cross_sections_per_step": per_rank_batch(cfg, job.world) * cfg.trainer.grad_accum * job.world,
+               "samples": samples, "bare_samples_per_s": samples / bare_s, "trainer_samples_per_s": samples / trainer_s,
                "ratio": bare_s / trainer_s, "bare_spread": abs(bare_before - bare_after) / bare_s,
                "flops_per_sample": sum(_forward_flops(trainer.model, b) for b in timed) * job.world / samples}
-        if job.device.type == "cuda":
-            name = torch.cuda.get_device_name(job.device)
-            peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in name), None)
-            out.update(gpu=name, mfu=3 * out["flops_per_sample"] * out["trainer_samples_per_s"] / peak if peak else None,
-                       mfu_bare=3 * out["flops_per_sample"] * out["bare_samples_per_s"] / peak if peak else None)
+        if job.device.type == "cuda": out.update(_mfu(out, job.device))
         return out
 
-# %% ../nbs/81_bench.ipynb #deaa8fbb
-def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup: int = 5) -> dict:
-    "Sequence vs window sampling (`speedup_vs_window`) and trainer vs bare loop (`ratio`) on the same model and data."
+# %% ../nbs/81_bench.ipynb #89709b43
+def _mfu(rates: dict, device) -> dict:
+    "The GPU's name and model FLOPs utilization of the trainer's and the bare loop's samples/s (None for an unknown GPU)."
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in name), None)
+    mfu = lambda per_s: 3 * rates["flops_per_sample"] * per_s / peak if peak else None
+    return {"gpu": name, "mfu": mfu(rates["trainer_samples_per_s"]), "mfu_bare": mfu(rates["bare_samples_per_s"])}
+
+# %% ../nbs/81_bench.ipynb #ca3baf57
+def bench_train(config: str = "cpu_demo", overrides=(), steps: int = 20, warmup: int = 5, window_steps: int = 4,
+                window_warmup: int = 1, window_stocks: int | None = 250) -> dict:
+    """Sequence vs window sampling (`speedup_vs_window`) and trainer vs bare loop (`ratio`) on the same model and data; the
+    window reference runs `window_steps` steps on `window_stocks` stocks per cross-section (its cost per sample does not depend on them)."""
     seq = _train_rates(config, [*overrides, "data.sampling=sequence"], steps, warmup)
-    win = _train_rates(config, [*overrides, "data.sampling=window"], steps, warmup)
+    sub = [f"data.stocks_per_cross_section={window_stocks}"] if window_stocks else []
+    win = _train_rates(config, [*overrides, "data.sampling=window", *sub], window_steps, window_warmup)
     out = {"config": config, **{k: v for k, v in seq.items() if k != "sampling"},
            "speedup_vs_window": seq["trainer_samples_per_s"] / win["trainer_samples_per_s"],
            "bare_speedup_vs_window": seq["bare_samples_per_s"] / win["bare_samples_per_s"]}

@@ -21,7 +21,8 @@ from .config import Config, InputError
 from .config_files import load_config
 from .atomic import atomic_target
 from .inference import forecast, inference_device, load_model
-from .loader import Block, PanelDataset, open_panel
+from .loader import Block, PanelDataset
+from .panel import open_panel
 from .metrics import cross_section_ic
 from .model import model_context, model_inputs
 

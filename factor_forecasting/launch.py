@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import yaml
 
 from .backtest import check_backtest
 from .config import Config, InputError

@@ -24,7 +24,7 @@ from .atomic import atomic_target
 from .runtime import usable_cpus
 from .metrics import daily_ic, ic_by_split, ic_frame
 from .synthetic import ensure_dataset
-from .loader import build_chunk, open_panel
+from .panel import build_chunk, open_panel
 from .rolling import horizon_days, make_folds
 from .run_lock import held_for_me, lock_job
 from .report import render_report

@@ -21,7 +21,8 @@ from .config_files import load_config
 from .atomic import atomic_target
 from .inference import inference_device, load_model, predict_dataset
 from .resolved import resolve_precision
-from .loader import Panel, PanelDataset, open_panel
+from .loader import PanelDataset
+from .panel import Panel, open_panel
 from .model import model_context
 from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day
 

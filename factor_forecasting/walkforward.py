@@ -22,7 +22,8 @@ from .config import Config, InputError
 from .config_files import load_config
 from .runtime import env_rank, seed_everything, setup_logging
 from .synthetic import ensure_dataset
-from .loader import PanelDataset, open_panel
+from .loader import PanelDataset
+from .panel import open_panel
 from .model import build_model
 from .resolved import Resolved, resolve
 from .rolling import Fold, horizon_days, make_folds

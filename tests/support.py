@@ -157,3 +157,23 @@ def check_no_leak(folds, days, horizon: int) -> None:
             # the label of the last earlier-split row looks `horizon` trading days ahead: it must stay before `b`
             assert pos[a[-1]] + horizon < pos[b[0]], (f, "label horizon reaches the next split")
         assert list(f.train) == sorted(f.train) and list(f.test) == sorted(f.test)
+
+
+def write_ragged_panel(d, n: int = 6, days: int = 6, times=(93000, 100000, 103000), seed: int = 0, nfeat: int = 2) -> list[int]:
+    """The loader tests' tiny panel: `n` stocks (`S000`..) over `days` weekdays from 2020-01-02 with `times` snapshots,
+    features `"0"`.., the three targets and `ADV50`; `S000` lists on the second day, `S001` is suspended on the third,
+    the last stock delists after the fourth, one feature value is NaN and one inf (day 2), the last day's
+    `nextT1d`/`ema1d` are unknown (NaN), as is `intra30m` at each day's last snapshot; rows shuffled. Returns the dates."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2020-01-02", periods=days).strftime("%Y%m%d").astype(int).tolist()
+    for i, date in enumerate(dates):
+        sids = [f"S{j:03d}" for j in range(n) if not (j == 0 and i == 0) and not (j == 1 and i == 2) and not (j == n - 1 and i >= 4)]
+        df = pd.DataFrame({"date": np.int32(date), "time": np.repeat(np.int32(times), len(sids)), "sid": np.tile(sids, len(times))})
+        for f in range(nfeat): df[str(f)] = rng.standard_normal(len(df)).astype(np.float32)
+        for c in TARGETS: df[c] = rng.standard_normal(len(df)).astype(np.float32)
+        df.loc[df.time == times[-1], "intra30m"] = np.nan
+        if i == days - 1: df[["nextT1d", "ema1d"]] = np.nan
+        if i == 1: df.loc[0, "0"] = np.nan; df.loc[1, "1"] = np.inf
+        df["ADV50"] = rng.uniform(1, 2, len(df)).astype(np.float32)
+        df.sample(frac=1, random_state=i).to_parquet(Path(d) / f"{date}.parquet", index=False)   # row order must not matter
+    return dates

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from factor_forecasting.config_files import load_config, save_config
-from factor_forecasting.loader import open_panel
+from factor_forecasting.panel import open_panel
 from factor_forecasting.model import build_model
 from factor_forecasting.synthetic import write_synthetic
 

@@ -16,6 +16,9 @@ import torch
 
 from factor_forecasting.config import config_from_dict
 from factor_forecasting.launch import torchrun_command
+from factor_forecasting.loader import PanelDataset
+from factor_forecasting.loss import build_loss
+from factor_forecasting.model import build_model, model_context
 from factor_forecasting.synthetic import write_synthetic
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=f"torch {torch.__version__} sees no CUDA device")
@@ -36,9 +39,9 @@ def _cfg(market, **data):
 
 @pytest.mark.parametrize("sampling", ["sequence", "window"])
 def test_gpu_loader_matches_cpu(market, sampling):
-    from factor_forecasting.loader import PanelDataset
     cfg = _cfg(market, stocks_per_cross_section=120, sampling=sampling)
-    cpu, gpu = PanelDataset(cfg, train=True, device="cpu"), PanelDataset(cfg, train=True, device="cuda")
+    make = lambda device: PanelDataset(cfg, context=model_context(cfg), train=True, device=device)
+    cpu, gpu = make("cpu"), make("cuda")
     for epoch in (0, 1):
         cpu.set_epoch(epoch); gpu.set_epoch(epoch)
         for a, b in zip(cpu, gpu, strict=True):
@@ -51,11 +54,8 @@ def test_gpu_loader_matches_cpu(market, sampling):
 
 @pytest.mark.parametrize("sampling", ["sequence", "window"])
 def test_bf16_autocast_agrees_with_fp32(market, sampling):
-    from factor_forecasting.loader import PanelDataset
-    from factor_forecasting.loss import build_loss
-    from factor_forecasting.model import build_model
     cfg = _cfg(market, sampling=sampling)
-    ds = PanelDataset(cfg, train=True, device="cuda")
+    ds = PanelDataset(cfg, context=model_context(cfg), train=True, device="cuda")
     ds.set_epoch(0)
     b = next(iter(ds))
     torch.manual_seed(0)

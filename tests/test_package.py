@@ -55,7 +55,7 @@ def test_wheel_renders_a_report_outside_the_checkout(tmp_path):
     assert (work / "run" / "ic_report.html").stat().st_size > 10_000, res.stdout
     assert TCP_WARNING not in res.stderr, res.stderr
     # the kernel is the wheel's interpreter: a failing report cell's traceback names the installed module
-    probe = ("from factor_forecasting.config import execute_pipeline\n"
+    probe = ("from factor_forecasting.pipeline_runner import execute_pipeline\n"
              "err = execute_pipeline('ic_report', 'probe.ipynb', {'run_dir': 'no_such_run'})\n"
              "print('\\n'.join(err.traceback))")
     trace = _run([python, "-c", probe], work, env).stdout

@@ -25,7 +25,7 @@ from .resolved import resolve_precision
 from .rundir import RunDir
 from .loader import Panel, PanelDataset, open_panel
 from .model import model_context
-from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day
+from .schema import DatasetScan, SchemaError, check_sid_types, day_files, read_parquet, resolve_columns, scan_day
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,7 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
     scans, earlier, n = [scan(x) for x in sorted(files) if x >= days[0]], [x for x in sorted(files) if x < days[0]], 0
     while earlier and n < context - 1:
         scans.insert(0, scan(earlier.pop())); n += len(scans[0].times)
-    kinds = {}
-    for s in scans: kinds.setdefault(s.sids.type, s.path)
-    if len(kinds) > 1:
-        (t1, p1), (t2, p2) = list(kinds.items())[:2]
-        raise InputError(f"{p2}: column `{cols.sid}` holds {t2} ids but {p1} holds {t1} ids: the files to predict and "
-                         "their history must agree on columns")
+    check_sid_types([(s.path, s.sids.type) for s in scans], cols.sid)
     w = resolved.weight
     numeric = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)
     if w and all(w in s.schema.names and numeric(s.schema.field(w).type) for s in scans): cols = dataclasses.replace(cols, weight=w)

@@ -20,6 +20,7 @@ from .bench import bench_loader, bench_metrics, bench_train, emit
 from .compare import render_compare
 from .config import InputError, SynthConfig, config_to_dict, field_rules
 from .config_files import list_presets, load_config
+from .earlier_forms import old_form
 from .ensemble import ensemble_runs
 from .explain import explain_run
 from .launch import PipelineFailed, demo, prepare_launch, run_job, run_pipeline
@@ -34,10 +35,10 @@ from .sweep_spec import load_spec, parse_shard
 from .synthetic import write_synthetic
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DEVICES', 'OLD_FORMS', 'subcommand', 'config_args', 'device_arg', 'old_form', 'build_parser', 'main',
-           'config_cmd', 'monitor_cmd', 'launch_args', 'launch_params', 'run_cmd', 'data_check_cmd', 'data_synth_cmd',
-           'bench_loader_cmd', 'demo_cmd', 'report_cmd', 'bench_metrics_cmd', 'predict_cmd', 'explain_cmd', 'train_cmd',
-           'bench_train_cmd', 'compare_cmd', 'sweep_cmd', 'ensemble_cmd', 'peer_lightgbm_cmd', 'backtest_cmd']
+__all__ = ['COMMANDS', 'DEVICES', 'subcommand', 'config_args', 'device_arg', 'build_parser', 'main', 'config_cmd', 'monitor_cmd',
+           'launch_args', 'launch_params', 'run_cmd', 'data_check_cmd', 'data_synth_cmd', 'bench_loader_cmd',
+           'demo_cmd', 'report_cmd', 'bench_metrics_cmd', 'predict_cmd', 'explain_cmd', 'train_cmd', 'bench_train_cmd',
+           'compare_cmd', 'sweep_cmd', 'ensemble_cmd', 'peer_lightgbm_cmd', 'backtest_cmd']
 
 # %% ../nbs/89_cli.ipynb #566d4fb5
 COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {}
@@ -62,43 +63,6 @@ DEVICES = ("auto", "cpu", "cuda")
 def device_arg(p, help: str) -> None:
     "`--device`, the same choices on every verb (auto: cuda when a GPU is visible, else cpu)."
     p.add_argument("--device", default="auto", choices=DEVICES, help=f"{help} (auto: a GPU when there is one, else cpu; default auto)")
-
-# %% ../nbs/89_cli.ipynb #a3248b85
-OLD_FORMS = {   # (verb, flag) of an earlier release -> the form that replaced it
-    ("run", "--config"): "ff run CONFIG [KEY=VALUE ...], e.g. `ff run cpu_demo run.name=demo trainer.epochs=2`",
-    ("run", "-p"): "ff run CONFIG [KEY=VALUE ...] with launch flags (--nproc, --nnodes, --node-rank, --rdzv-endpoint, "
-                   "--max-restarts, --no-report), e.g. `ff run cpu_demo trainer.epochs=2 --nproc 2`",
-    ("run", "--name"): "run.name=RUN, e.g. `ff run cpu_demo run.name=demo`",
-    ("demo", "--config"): "ff demo [CONFIG] [KEY=VALUE ...], e.g. `ff demo cpu_demo trainer.epochs=1`",
-    ("demo", "--name"): "run.name=RUN, e.g. `ff demo cpu_demo run.name=mydemo`",
-    ("data check", "--config"): "ff data check CONFIG [KEY=VALUE ...], the dataset being data.path, e.g. "
-                                "`ff data check cpu_demo data.path=outputs/data/mine`",
-    ("data synth", "--config"): "ff data synth CONFIG [KEY=VALUE ...], e.g. `ff data synth cpu_demo data.path=outputs/data/mine data.synth.stocks=500`",
-    **{("data synth", f"--{k}"): f"data.synth.{k}=VALUE, e.g. `ff data synth cpu_demo data.path=DIR data.synth.{k}=...`"
-       for k in ("stocks", "days", "features", "snapshots", "seed", "start", "signal")},
-    ("data synth", "--out"): "data.path=DIR, e.g. `ff data synth cpu_demo data.path=outputs/data/mine`",
-    ("ensemble", "--out"): "--out-dir DIR (an ensemble is a run directory; --out is always a file)",
-    ("peer lightgbm", "--like"): "ff peer lightgbm RUN_DIR [--out-dir DIR]",
-    ("peer lightgbm", "--out"): "--out-dir DIR (a peer is a run directory; --out is always a file)",
-    **{(verb, flag): f"{key}=N, e.g. `ff {verb} {'RUN_DIR' if verb == 'report' else 'SWEEP_DIR'} {key}={example}`"
-       for verb in ("report", "compare") for flag, key, example in (("--quantiles", "report.quantiles", 5),
-       ("--min-stocks", "report.min_stocks", 20), ("--top-k", "backtest.topk", 30))},
-    **{(verb, "--cost-bps"): "backtest.open_cost_bps=X backtest.close_cost_bps=Y (the TopkDropout backtest's costs)"
-       for verb in ("report", "compare")},
-    ("report", "--backtest-target"): "backtest.target=TARGET, e.g. `ff report RUN_DIR backtest.target=ema1d`",
-    ("report", "--weighted"): "the backtest.* settings; the TopkDropout book weighs each name 1/backtest.topk, no weight column "
-                            "(nbs/contract.md section 4)",
-}
-
-# %% ../nbs/89_cli.ipynb #28353e8d
-def old_form(argv: list[str]) -> str | None:
-    "The one line for a command line of an earlier release's form, or None."
-    words = [a for a in argv[:2] if not a.startswith("-")]
-    verb = " ".join(words[:2]) if " ".join(words[:2]) in {v for v, _ in OLD_FORMS} else (words[0] if words else "")
-    for arg in argv[len(verb.split()):]:
-        flag = arg.split("=", 1)[0]
-        if (verb, flag) in OLD_FORMS: return f"`ff {verb} {flag}` is an earlier form; now: {OLD_FORMS[verb, flag]}"
-    return None
 
 # %% ../nbs/89_cli.ipynb #2c231659
 def build_parser() -> argparse.ArgumentParser:

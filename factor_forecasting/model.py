@@ -9,6 +9,7 @@ import logging
 import numbers
 
 import torch
+from fastcore.basics import patch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -63,7 +64,7 @@ class AttentionPool(nn.Module):
         steps = min(T, last + (T if band is None else band) - 1)
         return 2 * steps * self.score.in_features * (1 + last)
 
-# %% ../nbs/20_model.ipynb #6584e059
+# %% ../nbs/20_model.ipynb #c3b33b0a
 WINDOW_ROWS = 2**16      # windows a model without a one-pass sequence forward (the GRU) copies and runs at once
 
 class ForecastModel(nn.Module):
@@ -101,76 +102,92 @@ class ForecastModel(nn.Module):
         "Forward FLOPs of `encode` on one sample of `T` steps, `last` states out."
         raise NotImplementedError
 
-    def _states(self, inp: torch.Tensor, last: int) -> torch.Tensor:
-        "`[B, T, C] -> [B, last, D]`: what the heads read at the last `last` steps (with `attn_pool`: the pool of its band)."
-        if self.pool is None: return self.encode(inp, last)
-        return self.pool(self.encode(inp, min(inp.shape[1], last + self.seq_len - 1)), last, self.seq_len)
+# %% ../nbs/20_model.ipynb #ef56a4df
+@patch
+def _states(self: ForecastModel, inp: torch.Tensor, last: int) -> torch.Tensor:
+    "`[B, T, C] -> [B, last, D]`: what the heads read at the last `last` steps (with `attn_pool`: the pool of its band)."
+    if self.pool is None: return self.encode(inp, last)
+    return self.pool(self.encode(inp, min(inp.shape[1], last + self.seq_len - 1)), last, self.seq_len)
 
-    def _sequence_states(self, inp: torch.Tensor, positions: int) -> torch.Tensor:
-        "`[S, positions + context - 1, C] -> [S, positions, D]`: one pass, or each position's own window run as a window."
-        if self.one_pass: return self._states(inp, positions)
-        S, C = inp.shape[0], self.context
-        windows = inp.unfold(1, C, 1).transpose(2, 3)             # [S, positions, C, channels]: a view
-        piece = max(1, WINDOW_ROWS // max(S, 1))                  # positions whose windows are copied and run at once
-        return torch.cat([self._states(windows[:, i:i + n].reshape(S * n, C, inp.shape[2]), 1).reshape(S, n, self.hidden_dim)
-                          for i, n in ((i, min(piece, positions - i)) for i in range(0, positions, piece))], 1)
+@patch
+def _sequence_states(self: ForecastModel, inp: torch.Tensor, positions: int) -> torch.Tensor:
+    "`[S, positions + context - 1, C] -> [S, positions, D]`: one pass, or each position's own window run as a window."
+    if self.one_pass: return self._states(inp, positions)
+    S, C = inp.shape[0], self.context
+    windows = inp.unfold(1, C, 1).transpose(2, 3)             # [S, positions, C, channels]: a view
+    piece = max(1, WINDOW_ROWS // max(S, 1))                  # positions whose windows are copied and run at once
+    return torch.cat([self._states(windows[:, i:i + n].reshape(S * n, C, inp.shape[2]), 1).reshape(S, n, self.hidden_dim)
+                      for i, n in ((i, min(piece, positions - i)) for i in range(0, positions, piece))], 1)
 
-    def _read_out(self, z: torch.Tensor, sid: torch.Tensor | None) -> torch.Tensor:
-        if self.embedding is not None:
-            if sid is None: raise ValueError("model.stock_embedding > 0 needs `sid` (the loader's dense universe index)")
-            e = self.embedding(sid)
-            if z.dim() == 3: e = e.unsqueeze(1).expand(-1, z.shape[1], -1)
-            z = torch.cat([z, e.to(z.dtype)], dim=-1)
-        return torch.cat([head(z) for head in self.heads], dim=-1)
+# %% ../nbs/20_model.ipynb #4f955dff
+@patch
+def _read_out(self: ForecastModel, z: torch.Tensor, sid: torch.Tensor | None) -> torch.Tensor:
+    if self.embedding is not None:
+        if sid is None: raise ValueError("model.stock_embedding > 0 needs `sid` (the loader's dense universe index)")
+        e = self.embedding(sid)
+        if z.dim() == 3: e = e.unsqueeze(1).expand(-1, z.shape[1], -1)
+        z = torch.cat([z, e.to(z.dtype)], dim=-1)
+    return torch.cat([head(z) for head in self.heads], dim=-1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, sid: torch.Tensor | None = None,
-                positions: int | None = None) -> torch.Tensor:
-        """Window (`positions=None`): `[B, T, F]` windows (+ mask, + dense stock index `[B]`) -> `[B, K]`, the forecast
-        at the last step. Sequence (`positions=L`): a block `[S, T, F]`, `T >= L + context - 1` (+ mask, + `sid` `[S]`)
-        -> `[S, L, K]`, the forecasts at its last `L` steps, each equal to the window forward on its `context` steps."""
-        return self.forward_inputs(model_inputs(x, mask, self.config.mask_channels), sid, positions)
+# %% ../nbs/20_model.ipynb #664b0e45
+@patch
+def forward(self: ForecastModel, x: torch.Tensor, mask: torch.Tensor | None = None, sid: torch.Tensor | None = None,
+            positions: int | None = None) -> torch.Tensor:
+    """Window (`positions=None`): `[B, T, F]` windows (+ mask, + dense stock index `[B]`) -> `[B, K]`, the forecast
+    at the last step. Sequence (`positions=L`): a block `[S, T, F]`, `T >= L + context - 1` (+ mask, + `sid` `[S]`)
+    -> `[S, L, K]`, the forecasts at its last `L` steps, each equal to the window forward on its `context` steps."""
+    return self.forward_inputs(model_inputs(x, mask, self.config.mask_channels), sid, positions)
 
-    def forward_inputs(self, inp: torch.Tensor, sid: torch.Tensor | None = None, positions: int | None = None) -> torch.Tensor:
-        "`forward` from the network input `inp` = `model_inputs(x, mask)` (what attribution differentiates through)."
-        if positions is None: return self._read_out(self._states(inp, 1)[:, 0], sid)
-        T, C = inp.shape[1], self.context
-        if isinstance(positions, bool) or not isinstance(positions, numbers.Integral) or positions < 1:
-            raise ValueError(f"positions must be an int >= 1 (the loss positions of a block), got {positions!r}")
-        positions = int(positions)
-        if T < positions + C - 1:
-            raise ValueError(f"a block for positions={positions} needs at least positions + context - 1 = {positions} + {C} - 1 "
-                             f"= {positions + C - 1} steps, got {T}")
-        return self._read_out(self._sequence_states(inp[:, T - (positions + C - 1):], positions), sid)
+@patch
+def forward_inputs(self: ForecastModel, inp: torch.Tensor, sid: torch.Tensor | None = None, positions: int | None = None) -> torch.Tensor:
+    "`forward` from the network input `inp` = `model_inputs(x, mask)` (what attribution differentiates through)."
+    if positions is None: return self._read_out(self._states(inp, 1)[:, 0], sid)
+    T, C = inp.shape[1], self.context
+    if isinstance(positions, bool) or not isinstance(positions, numbers.Integral) or positions < 1:
+        raise ValueError(f"positions must be an int >= 1 (the loss positions of a block), got {positions!r}")
+    positions = int(positions)
+    if T < positions + C - 1:
+        raise ValueError(f"a block for positions={positions} needs at least positions + context - 1 = {positions} + {C} - 1 "
+                         f"= {positions + C - 1} steps, got {T}")
+    return self._read_out(self._sequence_states(inp[:, T - (positions + C - 1):], positions), sid)
 
-    def num_parameters(self) -> int: return sum(p.numel() for p in self.parameters())
+# %% ../nbs/20_model.ipynb #7e55f646
+@patch
+def num_parameters(self: ForecastModel) -> int: return sum(p.numel() for p in self.parameters())
 
-    def _flops(self, T: int, last: int) -> int:
-        "Analytic forward FLOPs of the forecasts at the last `last` steps of a `T`-step input, for one stock row."
-        n_states = last if self.pool is None else min(T, last + self.seq_len - 1)
-        f = self.encode_flops(T, n_states)
-        if self.pool is not None: f += self.pool.flops(n_states, last, self.seq_len)
-        return f + last * sum(2 * h.in_features * h.out_features for h in self.heads)
+@patch
+def _flops(self: ForecastModel, T: int, last: int) -> int:
+    "Analytic forward FLOPs of the forecasts at the last `last` steps of a `T`-step input, for one stock row."
+    n_states = last if self.pool is None else min(T, last + self.seq_len - 1)
+    f = self.encode_flops(T, n_states)
+    if self.pool is not None: f += self.pool.flops(n_states, last, self.seq_len)
+    return f + last * sum(2 * h.in_features * h.out_features for h in self.heads)
 
-    def flops_per_sample(self, steps: int | None = None) -> int:
-        "Analytic forward FLOPs of the window forward on one window of `steps` steps (default: the context)."
-        return self._flops(self.context if steps is None else steps, 1)
+@patch
+def flops_per_sample(self: ForecastModel, steps: int | None = None) -> int:
+    "Analytic forward FLOPs of the window forward on one window of `steps` steps (default: the context)."
+    return self._flops(self.context if steps is None else steps, 1)
 
-    def sequence_flops(self, positions: int) -> int:
-        "Analytic forward FLOPs of the sequence forward for one stock row of a block with `positions` loss positions."
-        C = self.context
-        return self._flops(positions + C - 1, positions) if self.one_pass else positions * self._flops(C, 1)
+@patch
+def sequence_flops(self: ForecastModel, positions: int) -> int:
+    "Analytic forward FLOPs of the sequence forward for one stock row of a block with `positions` loss positions."
+    C = self.context
+    return self._flops(positions + C - 1, positions) if self.one_pass else positions * self._flops(C, 1)
 
-    def sequence_summary(self) -> str:
-        "One sentence: how the sequence forward runs and what the context is."
-        if self.pointwise: return "one pass over the block, each position from its own snapshot; context 1"
-        return (f"each position's own {self.context}-step window unfolded from the block and run as a window; "
-                f"context {self.context}")
+# %% ../nbs/20_model.ipynb #ad331e34
+@patch
+def sequence_summary(self: ForecastModel) -> str:
+    "One sentence: how the sequence forward runs and what the context is."
+    if self.pointwise: return "one pass over the block, each position from its own snapshot; context 1"
+    return (f"each position's own {self.context}-step window unfolded from the block and run as a window; "
+            f"context {self.context}")
 
-    def describe(self) -> dict:
-        "Name, sizes, context and costs, for logs and the benchmark."
-        return {"name": self.config.name, "parameters": self.num_parameters(), "context": self.context,
-                "seq_len": self.seq_len, "n_features": self.n_features, "targets": self.targets,
-                "flops_per_sample": self.flops_per_sample(), "sequence": self.sequence_summary()}
+@patch
+def describe(self: ForecastModel) -> dict:
+    "Name, sizes, context and costs, for logs and the benchmark."
+    return {"name": self.config.name, "parameters": self.num_parameters(), "context": self.context,
+            "seq_len": self.seq_len, "n_features": self.n_features, "targets": self.targets,
+            "flops_per_sample": self.flops_per_sample(), "sequence": self.sequence_summary()}
 
 # %% ../nbs/20_model.ipynb #c4741dec
 class CausalConv1d(nn.Conv1d):

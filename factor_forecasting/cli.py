@@ -283,7 +283,8 @@ def bench_metrics_cmd(ns) -> int:
 
 # %% ../nbs/89_cli.ipynb #a0298643
 def _predict_args(p):
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file, or a run directory (uses checkpoints/best.pt)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file, or a finished run directory (uses its last fold's "
+                   "weights, checkpoints/foldNNN.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="data directory of YYYYMMDD.parquet files to predict "
                    "(targets optional: today's file has none)")
     p.add_argument("--out", required=True, metavar="PATH", help="predictions file to write: .parquet or .pq (parquet), .csv (CSV)")
@@ -292,12 +293,15 @@ def _predict_args(p):
     p.add_argument("--config", metavar="YAML", help="the run's config (default: config.yaml of the checkpoint's run directory)")
     p.add_argument("--start", type=int, metavar="YYYYMMDD", help="first day to predict (earlier days still feed the context)")
     p.add_argument("--end", type=int, metavar="YYYYMMDD", help="last day to predict")
+    p.add_argument("--allow-unfinished", action="store_true", help="predict with the weights of an unfinished run "
+                   "(its checkpoints/best.pt: the fold in progress, half trained) or of an unfinished fold")
     device_arg(p, "where to run the model")
 
 # %% ../nbs/89_cli.ipynb #4d546ef9
 @subcommand("predict", "predict new days with a trained checkpoint -> parquet or CSV keyed by date, time, sid", _predict_args)
 def predict_cmd(ns) -> int:
-    res = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, resolve_device(ns.device), ns.history)
+    res = predict_checkpoint(ns.checkpoint, ns.data, ns.out, ns.config, ns.start, ns.end, resolve_device(ns.device), ns.history,
+                             ns.allow_unfinished)
     print(res)
     return 0
 

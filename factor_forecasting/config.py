@@ -20,10 +20,10 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 import numpy as np
 
 # %% auto #0
-__all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat', 'NonNegativeFloat',
-           'Fraction', 'Date', 'NonEmptyStr', 'RUN_NAME', 'RunName', 'MODEL_NAMES', 'MODEL_NAME', 'TARGETS',
-           'SESSION_MINUTES', 'RETIRED_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides', 'SynthConfig',
-           'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
+__all__ = ['NON_EMPTY', 'NON_EMPTY_LIST', 'YYYYMMDD', 'DISTINCT', 'PositiveInt', 'NonNegativeInt', 'PositiveFloat',
+           'NonNegativeFloat', 'Fraction', 'Date', 'NonEmptyStr', 'RUN_NAME', 'RunName', 'MODEL_NAMES', 'MODEL_NAME',
+           'TARGETS', 'SESSION_MINUTES', 'RETIRED_KEYS', 'Rule', 'at_least', 'above', 'at_most', 'below', 'divides',
+           'SynthConfig', 'DataConfig', 'ModelConfig', 'LossConfig', 'TrainerConfig', 'RollingConfig', 'ReportConfig',
            'BacktestConfig', 'RunConfig', 'Config', 'InputError', 'ConfigError', 'config_keys', 'field_rules',
            'config_from_dict', 'check_section', 'config_to_dict', 'config_diff']
 
@@ -33,6 +33,9 @@ class Rule:
     "A condition on a config value beyond its type, attached as `Annotated[int, at_least(1)]`; `text` completes 'must be ...'."
     ok: Callable[[Any], bool]
     text: str | Callable[[], str]    # a callable: computed when the rule fails (e.g. the current model registry)
+    shown: Callable[[Any], str] | None = None    # what the error says it got (default: the value's repr)
+
+    def got(self, value) -> str: return self.shown(value) if self.shown else repr(value)
 
 # %% ../nbs/01_config.ipynb #db0fd032
 def at_least(x) -> Rule: return Rule(lambda v: v >= x, f">= {x}")
@@ -58,6 +61,8 @@ def _is_yyyymmdd(v: int) -> bool:
 NON_EMPTY = Rule(lambda v: v != "", "a non-empty string")
 NON_EMPTY_LIST = Rule(lambda v: len(v) > 0, "a non-empty list")
 YYYYMMDD = Rule(_is_yyyymmdd, "a valid YYYYMMDD date")
+DISTINCT = Rule(lambda v: len(set(v)) == len(v), "a list without repeats",      # a column listed twice: read twice, a typo
+                lambda v: next(f"`{x}` listed {v.count(x)} times" for x in v if v.count(x) > 1))
 
 PositiveInt = Annotated[int, at_least(1)]
 NonNegativeInt = Annotated[int, at_least(0)]
@@ -102,9 +107,9 @@ class DataConfig:
     date_col: NonEmptyStr = "date"         # int32 YYYYMMDD
     time_col: Optional[NonEmptyStr] = "time"  # int32 HHMMSS; null = one snapshot per day
     sid_col: NonEmptyStr = "sid"           # stock id (string or int64)
-    features: Optional[list[str]] = None   # null = every column that is not reserved (keys, targets, labels, luld, weight, exclude)
+    features: Optional[Annotated[list[str], DISTINCT]] = None   # null = every column that is not reserved (keys, targets, labels, luld, weight, exclude)
     exclude: list[str] = field(default_factory=list)  # extra columns that are neither features nor targets
-    targets: Annotated[list[str], NON_EMPTY_LIST] = field(default_factory=lambda: list(TARGETS))
+    targets: Annotated[list[str], NON_EMPTY_LIST, DISTINCT] = field(default_factory=lambda: list(TARGETS))
     label_columns: list[str] = field(default_factory=list)  # other forward-looking columns (labels, future returns): never features
     leak_check: bool = True                # refuse to train when a feature's same-row RankIC with a target looks like a leak (schema.LEAK_RANK_IC)
     luld_col: Optional[str] = "luld"       # int8 price-limit flag (0 normal, +1 up, -1 down)
@@ -289,7 +294,7 @@ def _convert(value, tp, key: str, source: str):
     if origin is Annotated:
         value = _convert(value, args[0], key, source)
         for rule in tp.__metadata__:
-            if not rule.ok(value): raise _OutOfRange(f"`{key}` in {source}: must be {rule.text() if callable(rule.text) else rule.text}, got {value!r}")
+            if not rule.ok(value): raise _OutOfRange(f"`{key}` in {source}: must be {rule.text() if callable(rule.text) else rule.text}, got {rule.got(value)}")
         return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args: return None

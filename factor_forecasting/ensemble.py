@@ -37,7 +37,10 @@ def _read_member(run_dir: Path):
     for f in ("config.yaml", "predictions.parquet"):
         if not (run_dir / f).exists(): raise InputError(f"ensemble member {run_dir / f}: not found (is {run_dir} a finished run?)")
     cfg = load_config(run_dir / "config.yaml")
-    df = pd.read_parquet(run_dir / "predictions.parquet")
+    try: df = pd.read_parquet(run_dir / "predictions.parquet")
+    except Exception as e:                        # garbage, truncated, not parquet: pyarrow's and pandas' many errors
+        raise InputError(f"ensemble member {run_dir / 'predictions.parquet'}: not a readable parquet file "
+                         f"({' '.join(str(e).split())[:200]})") from None
     need = [*_keys(cfg), *(c for t in cfg.data.targets for c in (f"pred_{t}", t))]
     if missing := [c for c in need if c not in df.columns]:
         raise InputError(f"ensemble member {run_dir / 'predictions.parquet'}: missing column(s) {', '.join(f'`{c}`' for c in missing)}")
@@ -69,6 +72,20 @@ def _check_member(first: Path, cfg0, f0: pd.DataFrame, other: Path, cfg1, f1: pd
             raise InputError(f"ensemble members must share their targets' values: column `{t}` of {other / 'predictions.parquet'} "
                              f"differs from {first / 'predictions.parquet'} (other data?)")
 
+# %% ../nbs/72_ensemble.ipynb #1772a8d9
+def _check_output(out: Path, dirs: list[Path]) -> None:
+    "Refuse an output directory that is a member, a run that is not an ensemble, or an ensemble of other members."
+    if out in dirs: raise InputError(f"ensemble: the output {out} is one of its members")
+    rec = out / "ensemble.json"
+    if (out / "config.yaml").exists() and not rec.exists():
+        raise InputError(f"ensemble: {out} is a run directory that is not an ensemble; choose another output directory")
+    if not rec.exists(): return
+    try: members = [str(m) for m in json.loads(rec.read_text())["members"]]
+    except (ValueError, KeyError, TypeError): raise InputError(f"ensemble: {rec} is unreadable: choose another output directory") from None
+    if sorted(members) != sorted(map(str, dirs)):       # the same members (any order) rebuild it
+        raise InputError(f"ensemble: {out} holds another ensemble (members {', '.join(members)}): choose another output "
+                         "directory, or remove it first")
+
 # %% ../nbs/72_ensemble.ipynb #262cb97f
 NORMALIZATION = "per (fold, date, time): (rank - 0.5) / n - 0.5, ranks 1..n of the finite predictions, ties averaged"
 
@@ -77,9 +94,7 @@ def ensemble_runs(run_dirs: list, out_dir) -> Path:
     dirs, out = [Path(r).resolve() for r in run_dirs], Path(out_dir).resolve()
     if len(dirs) < 2: raise InputError(f"ensemble: needs two member runs or more, got {len(dirs)}: {[str(d) for d in dirs]}")
     if len(set(dirs)) < len(dirs): raise InputError(f"ensemble: a member is given twice: {[str(d) for d in dirs if dirs.count(d) > 1][0]}")
-    if out in dirs: raise InputError(f"ensemble: the output {out} is one of its members")
-    if (out / "config.yaml").exists() and not (out / "ensemble.json").exists():
-        raise InputError(f"ensemble: {out} is a run directory that is not an ensemble; choose another output directory")
+    _check_output(out, dirs)
     cfg, df = _read_member(dirs[0])
     targets = cfg.data.targets
     codes, _ = cross_section_codes(df, cfg.data.date_col, cfg.data.time_col, "fold") if len(df) else (np.zeros(0, np.int64), None)

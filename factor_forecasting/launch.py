@@ -28,7 +28,7 @@ from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
 from .report import compare_runs, load_run, oracle_summary
 from .rolling import horizon_days, make_folds
-from .schema import day_files, is_leak, leak_pairs, leak_sample, leak_text, read_parquet, resolve_columns
+from .schema import check_sid_types, day_files, is_leak, leak_pairs, leak_sample, leak_text, read_parquet, resolve_columns
 from .synthetic import check_data_path, ensure_dataset
 from .market import weekdays
 
@@ -82,13 +82,15 @@ def preflight(cfg: Config, nproc_per_node: int | str | None = None, source: str 
 
 # %% ../nbs/70_launch.ipynb #d5267785
 def check_data(cfg: Config) -> list:
-    "The walk-forward folds of `cfg`'s data, from file names and one column of one file; `InputError` naming what cannot work."
+    "The walk-forward folds of `cfg`'s data, from file names, footers and one column of one file; `InputError` naming what cannot work."
     d = cfg.data
     if check_data_path(cfg):                        # the trainer generates the synthetic market there: its days
         dates = [x for x in weekdays(d.synth.start, d.synth.days) if (d.start is None or x >= d.start) and (d.end is None or x <= d.end)]
         snapshots = d.synth.snapshots
     else:
         files = day_files(d.path, d.start, d.end)
+        footers = [(p, read_parquet(p)[0].schema_arrow) for _, p in files]       # every file's stock-id type: one type
+        check_sid_types([(p, s.field(d.sid_col).type) for p, s in footers if d.sid_col in s.names], d.sid_col)
         f, _ = read_parquet(files[0][1])
         snapshots = 1
         if d.time_col and d.time_col in f.schema_arrow.names:

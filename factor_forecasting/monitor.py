@@ -17,6 +17,7 @@ import psutil
 from tqdm import tqdm
 
 from .config import InputError
+from .rolling import fold_label
 
 # %% auto #0
 __all__ = ['STALE_S', 'EXIT_CODES', 'NO_HEARTBEAT_EXIT', 'STATUSES', 'CLEAR', 'MonitorError', 'read_heartbeat', 'writer_gone',
@@ -144,7 +145,8 @@ def _f(v, fmt=".4f") -> str: return format(v, fmt) if _num(v) else "-"
 def _of(hb, key, total) -> str:
     v, n = hb.get(key), hb.get(total)
     if v is None: return "-"
-    shown = v + 1 if key in ("fold", "epoch") else v          # folds and epochs are 0-based in the files
+    if key == "fold": return fold_label(v, n)                  # folds are 0-based, in the files and here
+    shown = v + 1 if key == "epoch" else v                     # epochs are 0-based in the files: "epoch 3/4" is the third
     return f"{shown}/{n}" if n is not None else f"{shown}"
 
 # %% ../nbs/80_monitor.ipynb #a2145aa8
@@ -178,7 +180,7 @@ def render(s: Snapshot, width: int = 40) -> str:
     rows = _targets(s)
     if rows:
         ev = s.eval or {}
-        where = f" (fold {ev['fold'] + 1}, step {ev.get('step')})" if isinstance(ev.get("fold"), int) else ""
+        where = f" (fold {ev['fold']}, step {ev.get('step')})" if isinstance(ev.get("fold"), int) else ""
         lines += [f"validation{where}:", f"  {'target':<12}{'IC':>9}{'RankIC':>9}"]
         lines += [f"  {t:<12}{_f(ic):>9}{_f(ric):>9}" for t, (ic, ric) in rows.items()]
     res = f"CPU {_f(hb.get('cpu_percent'), '.0f')}%   RSS {_f(hb.get('rss_gb'), '.2f')} GB"

@@ -25,7 +25,7 @@ from .runtime import usable_cpus
 from .metrics import daily_ic, ic_by_split, ic_frame
 from .synthetic import ensure_dataset
 from .panel import build_chunk, open_panel
-from .rolling import horizon_days, make_folds
+from .rolling import fold_label, horizon_days, make_folds
 from .run_lock import held_for_me, lock_job
 from .report import render_report
 
@@ -245,7 +245,7 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
             with atomic_target(pq_path) as tmp: df.to_parquet(tmp, index=False)
             _write_json(rec_path, rec)                                  # the record last: now the fold is finished
             records.append(rec)
-            log.info("lightgbm peer fold %d/%d: best iterations %s, valid RankIC %s (%.0f s)", f.index + 1, len(folds),
+            log.info("lightgbm peer fold %s: best iterations %s, valid RankIC %s (%.0f s)", fold_label(f.index, len(folds)),
                      rec["best_iteration"], {t: round(rec[f"valid_rank_ic/{t}"], 4) for t in cfg.data.targets}, rec["seconds"])
         bar.close()
         with atomic_target(out_dir / "metrics.jsonl") as tmp: tmp.write_text(_metrics_lines(records, cfg.data.targets))

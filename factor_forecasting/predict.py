@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,16 +22,18 @@ from .config_files import load_config
 from .atomic import atomic_target
 from .inference import inference_device, load_model, predict_dataset
 from .resolved import resolve_precision
+from .rundir import RunDir
 from .loader import PanelDataset
 from .panel import Panel, open_panel
 from .model import model_context
-from .schema import DatasetScan, SchemaError, day_files, read_parquet, resolve_columns, scan_day
+from .schema import DatasetScan, SchemaError, check_sid_types, day_files, read_parquet, resolve_columns, scan_day
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'OUT_FORMATS', 'out_format', 'run_features', 'prediction_panel', 'window_history', 'Predictions',
-           'prediction_config', 'predict_checkpoint']
+__all__ = ['log', 'OUT_FORMATS', 'out_format', 'run_features', 'prediction_panel', 'run_calendar', 'check_context_days',
+           'window_history', 'Predictions', 'Weights', 'checkpoint_weights', 'prediction_config', 'flag_in_sample',
+           'predict_checkpoint']
 
 # %% ../nbs/41_predict.ipynb #aeefa450
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -71,16 +74,28 @@ def prediction_panel(dcfg: DataConfig, data_dir, history_dir=None, start: int | 
     scans, earlier, n = [scan(x) for x in sorted(files) if x >= days[0]], [x for x in sorted(files) if x < days[0]], 0
     while earlier and n < context - 1:
         scans.insert(0, scan(earlier.pop())); n += len(scans[0].times)
-    kinds = {}
-    for s in scans: kinds.setdefault(s.sids.type, s.path)
-    if len(kinds) > 1:
-        (t1, p1), (t2, p2) = list(kinds.items())[:2]
-        raise InputError(f"{p2}: column `{cols.sid}` holds {t2} ids but {p1} holds {t1} ids: the files to predict and "
-                         "their history must agree on columns")
+    check_sid_types([(s.path, s.sids.type) for s in scans], cols.sid)
     w = resolved.weight
     numeric = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)
     if w and all(w in s.schema.names and numeric(s.schema.field(w).type) for s in scans): cols = dataclasses.replace(cols, weight=w)
     return Panel.from_scan(DatasetScan(Path(data_dir), cols, scans), universe), days
+
+# %% ../nbs/41_predict.ipynb #1596d6fc
+def run_calendar(run: RunDir | None, train_dir: Path) -> set[int]:
+    "The trading days a run knows: those its folds read (`RunDir.trading_days`) and its training data directory's days."
+    days = run.trading_days() if run is not None else set()
+    try: return days | ({x for x, _ in day_files(train_dir)} if train_dir.is_dir() else set())
+    except SchemaError: return days
+
+def check_context_days(panel_dates: Sequence[int], days: Sequence[int], calendar: set[int], data_dir, history) -> None:
+    "`InputError` naming the first day of `calendar` that the panel lacks between its first day and the last day to predict."
+    have = set(panel_dates)
+    gone = sorted(x for x in calendar if panel_dates[0] < x < days[-1] and x not in have)
+    if not gone: return
+    where = history if gone[0] < days[0] and history is not None else data_dir
+    raise InputError(f"{where}: day {gone[0]} is missing, a trading day of the run: the context of the forecasts of "
+                     f"{min(d for d in days if d > gone[0])} reaches over it and would join the days around it; restore its "
+                     "file, or give --history a directory that holds it")
 
 # %% ../nbs/41_predict.ipynb #9955c266
 def window_history(panel, days: Sequence[int], context: int) -> pd.DataFrame:
@@ -103,6 +118,8 @@ def window_history(panel, days: Sequence[int], context: int) -> pd.DataFrame:
                          "history": history.astype(np.int32)})
 
 # %% ../nbs/41_predict.ipynb #db71a77d
+def _count(k: int, word: str) -> str: return f"{k} {word}{'s' * (k != 1)}"
+
 @dataclass
 class Predictions:
     "What `predict_checkpoint` wrote; `str()` is the one-line summary `ff predict` prints."
@@ -112,24 +129,62 @@ class Predictions:
     history_days: list[int]    # panel days that fed windows and were not predicted
     lacking: int               # rows with `full_history` False
     context: int               # snapshots one forecast depends on (`model.model_context`)
+    weights: Path              # the checkpoint file predicted with (`checkpoint_weights`)
+    in_sample: int | None      # rows of days those weights trained or validated on (None: unknown)
 
     def __str__(self) -> str:
-        n = lambda k, word: f"{k} {word}{'s' * (k != 1)}"
         h = self.history_days
-        hist = f"{n(len(h), 'history day')} {h[0]}..{h[-1]}" if h else "no history days"
-        return (f"predictions: {n(self.rows, 'row')} for {n(self.days, 'day')}, {hist}; {n(self.lacking, 'row')} "
-                f"lack{'s' * (self.lacking == 1)} full history (context {self.context}): flagged in full_history -> {self.path}")
+        hist = f"{_count(len(h), 'history day')} {h[0]}..{h[-1]}" if h else "no history days"
+        return (f"predictions with {self.weights}: {_count(self.rows, 'row')} for {_count(self.days, 'day')}, {hist}; "
+                f"{_count(self.lacking, 'row')} lack{'s' * (self.lacking == 1)} full history (context {self.context}): "
+                f"flagged in full_history -> {self.path}")
+
+# %% ../nbs/41_predict.ipynb #807781b9
+@dataclass
+class Weights:
+    "The checkpoint a prediction uses: its file, the run directory it belongs to (None: outside one) and its fold (None: unknown)."
+    path: Path
+    run: RunDir | None
+    fold: int | None
+
+def _fold_of(path: Path) -> int | None:
+    "The fold a checkpoint file holds: its name `foldNNN.pt`, else its `fold` (best.pt) or `position.fold` (latest.pt)."
+    if m := re.fullmatch(r"fold(\d+)\.pt", path.name): return int(m[1])
+    try: state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e: raise InputError(f"{path}: unreadable checkpoint ({' '.join(str(e).split())[:300]})") from None
+    fold = state.get("fold", state.get("position", {}).get("fold")) if isinstance(state, dict) else None
+    return fold if isinstance(fold, int) else None
+
+# %% ../nbs/41_predict.ipynb #f61fd57a
+def _last_finished(run: RunDir) -> str:
+    done = run.finished_folds()
+    return f", or give the last finished fold's weights, {run.fold_weights(done[-1])}" if done else ""
+
+def checkpoint_weights(checkpoint, allow_unfinished: bool = False) -> Weights:
+    "The weights `checkpoint` names (a run directory: its last fold's); an unfinished run or fold is an `InputError` unless allowed."
+    path = Path(checkpoint)
+    if path.is_dir():
+        run = RunDir(path)
+        if (why := run.unfinished()) is None: return Weights(run.fold_weights(run.finished_folds()[-1]), run, run.finished_folds()[-1])
+        if not allow_unfinished and run.best.is_file():
+            raise InputError(f"{path}: the run is not finished ({why}): its checkpoints/best.pt holds the fold in progress, half "
+                             f"trained; finish the run (ff train), or pass --allow-unfinished to predict with those weights anyway"
+                             f"{_last_finished(run)}")
+        path = run.best
+    if not path.is_file(): raise InputError(f"checkpoint not found: {path}")
+    run, fold = RunDir(path.parent.parent) if path.parent.name == "checkpoints" else None, _fold_of(path)
+    if run is not None and fold is not None and not run.finished(fold) and not allow_unfinished:
+        raise InputError(f"{path}: fold {fold}'s weights, and fold {fold} has not finished training (no checkpoints/"
+                         f"{run.fold_predictions(fold).name}): pass --allow-unfinished to predict with them anyway{_last_finished(run)}")
+    return Weights(path, run, fold)
 
 # %% ../nbs/41_predict.ipynb #0a550778
-def _checkpoint_and_config(checkpoint, config=None) -> tuple[Path, Path]:
-    "A checkpoint file (a run directory means its `checkpoints/best.pt`) and the run's config.yaml next to it."
-    ckpt = Path(checkpoint)
-    if ckpt.is_dir(): ckpt = ckpt / "checkpoints" / "best.pt"
-    if not ckpt.is_file(): raise InputError(f"checkpoint not found: {ckpt}")
+def _config_path(ckpt: Path, config=None) -> Path:
+    "The run's config: `config`, else config.yaml of the checkpoint's run directory."
     cfg_path = Path(config) if config else ckpt.parent.parent / "config.yaml"
     if not cfg_path.is_file():
         raise InputError(f"{cfg_path}: the run's config.yaml is needed to rebuild the model (pass --config to give it)")
-    return ckpt, cfg_path
+    return cfg_path
 
 # %% ../nbs/41_predict.ipynb #a10d35d1
 def prediction_config(cfg_path, data_dir, device: str) -> tuple[Config, Config, list[str]]:
@@ -169,6 +224,24 @@ def _with_history(df: pd.DataFrame, panel: Panel, days: Sequence[int], context: 
     df["full_history"] = df["history"] == context
     return df.sort_values(["date", "time", "sid"], kind="stable", ignore_index=True)
 
+# %% ../nbs/41_predict.ipynb #d48626ae
+def flag_in_sample(df: pd.DataFrame, w: Weights, warm_start: bool) -> int | None:
+    """Add `in_sample` to `df`: True on the days `w`'s weights trained or validated on (`RunDir.seen_days`; `warm_start`:
+    every earlier fold's days too), empty when unknown (a warning says so); return their count (None: unknown)."""
+    seen = w.run.seen_days(w.fold, warm_start) if w.run is not None and w.fold is not None else None
+    if seen is None:
+        log.warning("%s: no record of the days these weights trained on (not in a run's checkpoints/ directory, or its fold "
+                    "records are gone): in_sample is unknown (left empty)", w.path)
+        df["in_sample"] = pd.array([pd.NA] * len(df), dtype="boolean")
+        return None
+    df["in_sample"] = df["date"].isin(seen)
+    if n := int(df["in_sample"].sum()):
+        days = sorted(df["date"][df["in_sample"]].unique())
+        log.warning("%d of %s (%s, %d..%d) are in sample: fold %d's weights (%s) trained or validated on those days, so their "
+                    "scores are not out of sample (flagged in in_sample)", n, _count(len(df), "row"), _count(len(days), "day"),
+                    days[0], days[-1], w.fold, w.path)
+    return n
+
 # %% ../nbs/41_predict.ipynb #693fc3e4
 def _write(df: pd.DataFrame, out, fmt: str) -> None:
     "Write `df` to `out` atomically as `fmt` (`out_format`)."
@@ -178,22 +251,27 @@ def _write(df: pd.DataFrame, out, fmt: str) -> None:
 
 # %% ../nbs/41_predict.ipynb #749ba911
 def predict_checkpoint(checkpoint, data_dir, out, config=None, start: int | None = None, end: int | None = None,
-                       device: str = "cpu", history=None) -> Predictions:
-    "Predict `data_dir`'s days `start`..`end` with `checkpoint`, history from `history` (default: the run's data); write `out`."
+                       device: str = "cpu", history=None, allow_unfinished: bool = False) -> Predictions:
+    """Predict `data_dir`'s days `start`..`end` with `checkpoint` (`checkpoint_weights`), history from `history` (default:
+    the run's data); write `out`."""
     fmt, data_dir = out_format(out), Path(data_dir)
-    ckpt, cfg_path = _checkpoint_and_config(checkpoint, config)
+    w = checkpoint_weights(checkpoint, allow_unfinished)
+    cfg_path = _config_path(w.path, config)
     train_cfg, cfg, features = prediction_config(cfg_path, data_dir, device)
-    history = _history_dir(history, Path(train_cfg.data.path), data_dir)
-    universe = _embedding_universe(cfg, train_cfg, ckpt, data_dir, history)
+    train_dir = Path(train_cfg.data.path)
+    history = _history_dir(history, train_dir, data_dir)
+    universe = _embedding_universe(cfg, train_cfg, w.path, data_dir, history)
     device, context = inference_device(device), model_context(cfg)
     panel, days = prediction_panel(cfg.data, data_dir, history, start, end, universe, context=context)
-    model = load_model(ckpt, cfg, len(features), len(panel.universe), device, cfg_path)
+    check_context_days(panel.dates, days, run_calendar(w.run, train_dir), data_dir, history)
+    model = load_model(w.path, cfg, len(features), len(panel.universe), device, cfg_path)
     per_batch = cfg.trainer.batch_size if isinstance(cfg.trainer.batch_size, int) else 8
     ds = PanelDataset(cfg, days, train=False, cross_sections_per_batch=per_batch, device=device, panel=panel, context=context)
     df = predict_dataset(model, ds, device, resolve_precision(cfg.trainer.precision, torch.device(device))[0])
     df = _with_history(df, panel, days, context, cfg.data.targets)
+    in_sample = flag_in_sample(df, w, train_cfg.rolling.warm_start)
     _write(df, out, fmt)
     res = Predictions(Path(out), len(df), int(df.date.nunique()), [x for x in panel.dates if x not in set(days)],
-                      int((~df.full_history).sum()), context)
+                      int((~df.full_history).sum()), context, w.path, in_sample)
     log.info("%s", res)
     return res

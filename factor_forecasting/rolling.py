@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import ConfigError, InputError, RollingConfig
 
 # %% auto #0
-__all__ = ['HORIZON_DAYS', 'horizon_days', 'Fold', 'make_folds', 'days_read', 'fold_paths']
+__all__ = ['HORIZON_DAYS', 'horizon_days', 'Fold', 'fold_label', 'make_folds', 'days_read', 'fold_paths']
 
 # %% ../nbs/31_rolling.ipynb #8e34d7f2
 HORIZON_DAYS = {"intra30m": 1, "nextT1d": 1, "ema1d": 1}
@@ -39,6 +39,11 @@ class Fold:
     def __repr__(self):
         span = lambda s: f"{s[0]}..{s[-1]} ({len(s)}d)"
         return f"Fold({self.index}: train {span(self.train)}, valid {span(self.valid)}, test {span(self.test)})"
+
+# %% ../nbs/31_rolling.ipynb #9bd6b313
+def fold_label(index: int, folds: int | None = None) -> str:
+    "Fold `index` (0-based, as in the files) among `folds` folds, as messages show it: `2 of 0..3`; `2` when the count is unknown."
+    return f"{index} of 0..{folds - 1}" if folds else f"{index}"
 
 # %% ../nbs/31_rolling.ipynb #f1e23282
 def _check(rcfg: RollingConfig, horizon: int) -> None:

@@ -130,6 +130,33 @@ def fold_records(self: RunDir) -> dict[int, dict]:
     return {int(m[1]): json.loads(p.read_text()) for p in sorted(self.checkpoints.glob("fold*.json"))
             if (m := _FOLD_FILE.fullmatch(p.name))}
 
+# %% ../nbs/32_rundir.ipynb #4d9b09d9
+@patch
+def unfinished(self: RunDir) -> str | None:
+    "Why the run is not finished (None: it is): a fold that started and did not finish, no predictions.parquet, its heartbeat."
+    try: status = json.loads(self.heartbeat.read_text()).get("status")
+    except (OSError, ValueError, AttributeError): status = None            # no heartbeat (or not ours): the files decide
+    if status not in (None, "finished"): return f"its heartbeat says {status}"
+    if started := [i for i in self.fold_records() if not self.finished(i)]: return f"fold {started[0]} started and did not finish"
+    if not self.predictions.exists(): return f"no {self.predictions.name} yet"
+    return None
+
+# %% ../nbs/32_rundir.ipynb #6071ceea
+@patch
+def seen_days(self: RunDir, fold: int, warm_start: bool) -> set[int] | None:
+    """The days fold `fold`'s weights trained or validated on (`warm_start`: so did every earlier fold's, whose weights
+    it started from); None when a record is missing."""
+    recs = self.fold_records()
+    chain = range(fold + 1) if warm_start else [fold]
+    if any(i not in recs for i in chain): return None
+    return {x for i in chain for x in recs[i]["train"] + recs[i]["valid"]}
+
+@patch
+def trading_days(self: RunDir) -> set[int]:
+    "Every day the run's folds read: their records' days and day files (a day file deleted since is still one)."
+    return {x for rec in self.fold_records().values()
+            for x in [*rec["train"], *rec["valid"], *rec["test"], *(int(Path(n).stem) for n in rec.get("files", {}))]}
+
 # %% ../nbs/32_rundir.ipynb #4fcaf194
 @patch
 def remove_folds(self: RunDir, first: int, keep_record: bool = False) -> None:

@@ -20,10 +20,10 @@ from .config import TARGETS, DataConfig, InputError
 from .metrics import cross_section_ic
 
 # %% auto #0
-__all__ = ['LEAK_RANK_IC', 'LEAK_DAY_RANK_IC', 'LEAK_DAYS', 'LEAK_SAMPLE_DAYS', 'SchemaError', 'Columns', 'never_feature',
-           'resolve_columns', 'column_problems', 'day_files', 'DayScan', 'read_parquet', 'sid_array', 'scan_day',
-           'DatasetScan', 'scan_dataset', 'leak_sample', 'is_leak', 'leak_text', 'leak_pairs', 'check_dataset',
-           'check_warnings', 'format_check']
+__all__ = ['LEAK_RANK_IC', 'LEAK_DAY_RANK_IC', 'LEAK_DAYS', 'LEAK_SAMPLE_DAYS', 'GAP_DAYS', 'SchemaError', 'Columns',
+           'never_feature', 'resolve_columns', 'column_problems', 'day_files', 'DayScan', 'read_parquet', 'sid_array',
+           'sid_type', 'check_sid_types', 'scan_day', 'DatasetScan', 'scan_dataset', 'leak_sample', 'is_leak',
+           'leak_text', 'leak_pairs', 'day_gaps', 'check_dataset', 'check_warnings', 'format_check']
 
 # %% ../nbs/11_schema.ipynb #34fcaf6a
 class SchemaError(InputError):
@@ -159,6 +159,28 @@ def sid_array(col) -> pa.Array:
     if pa.types.is_dictionary(a.type): a = a.dictionary_decode()
     return a.cast(pa.int64() if pa.types.is_integer(a.type) else pa.string())
 
+# %% ../nbs/11_schema.ipynb #bad927a4
+def sid_type(t: pa.DataType) -> str:
+    "The type a sid column of type `t` has once canonical (`sid_array`): int64 or string."
+    if pa.types.is_dictionary(t): t = t.value_type
+    return "int64" if pa.types.is_integer(t) else "string"
+
+def check_sid_types(files, sid: str) -> None:
+    "`SchemaError` naming a file of each type when the `(path, sid column type)` pairs of `files` hold two stock-id types."
+    first = {}
+    for path, t in files: first.setdefault(sid_type(t), path)
+    if len(first) > 1:
+        (t1, p1), (t2, p2) = first.items()
+        raise SchemaError(f"{p2}: column `{sid}` holds {t2} ids but {p1} holds {t1} ids: every file of a dataset must write the "
+                          "stock ids as the same type (an id 600000 and an id '600000' are two stocks)")
+
+# %% ../nbs/11_schema.ipynb #b428d9dd
+def _check_times(path: Path, col: str, times: np.ndarray) -> None:
+    "`SchemaError` naming `path` when a snapshot time of `times` (int) is not a valid HHMMSS clock time."
+    bad = times[(times < 0) | (times // 10000 > 23) | (times // 100 % 100 > 59) | (times % 100 > 59)]
+    if len(bad): raise SchemaError(f"{path}: column `{col}` holds {bad[0]}, not a valid HHMMSS time"
+                                   + (f" (and {len(bad) - 1} more snapshot times)" if len(bad) > 1 else ""))
+
 # %% ../nbs/11_schema.ipynb #391307aa
 def scan_day(date: int, path: Path, dcfg: DataConfig, cols: Columns | None = None, require_targets: bool = True) -> DayScan:
     """Scan one day file (footer + key columns); raise `SchemaError` naming the file and column on any problem.
@@ -188,6 +210,7 @@ def scan_day(date: int, path: Path, dcfg: DataConfig, cols: Columns | None = Non
     ok = np.zeros(rows, bool)
     for c in targets: ok |= np.isfinite(t.column(c).to_numpy(zero_copy_only=False))
     tvals, inv = np.unique(times, return_inverse=True)
+    if cols.time: _check_times(path, cols.time, tvals)
     return DayScan(date, path, rows, tvals.astype(np.int32), np.bincount(inv).astype(np.int64),
                    np.bincount(inv, weights=ok, minlength=len(tvals)).astype(np.int64), codes.dictionary, schema)
 
@@ -218,7 +241,7 @@ def _some_files(files: list[Path], n: int = 3) -> str:
 # %% ../nbs/11_schema.ipynb #c562ac83
 def scan_dataset(path, dcfg: DataConfig, start: int | None = None, end: int | None = None, max_errors: int = 20,
                  require_targets: bool = True) -> DatasetScan:
-    "Scan every `YYYYMMDD.parquet` of `path` in `[start, end]`; raise one `SchemaError` listing every bad file."
+    "Scan every `YYYYMMDD.parquet` of `path` in `[start, end]`; raise one `SchemaError` listing every bad file (one: one line)."
     files, schemas, errors = day_files(path, start, end), {}, []
     for _, p in files:
         try: schemas[p] = read_parquet(p)[0].schema_arrow
@@ -241,6 +264,9 @@ def scan_dataset(path, dcfg: DataConfig, start: int | None = None, end: int | No
             if p not in schemas: continue
             try: days.append(scan_day(date, p, dcfg, cols, require_targets))
             except SchemaError as e: errors.append(str(e))
+        try: check_sid_types([(d.path, d.sids.type) for d in days], cols.sid)
+        except SchemaError as e: errors.append(str(e))
+    if len(errors) == 1: raise SchemaError(errors[0])                       # one problem: one line
     if errors:
         more = f"\n... and {len(errors) - max_errors} more error(s)" if len(errors) > max_errors else ""
         raise SchemaError(f"{len(errors)} problem(s) in {path}:\n" + "\n".join(errors[:max_errors]) + more)
@@ -292,6 +318,14 @@ def leak_pairs(paths: list, cols: Columns, min_stocks: int = 10) -> list[dict]:
              for i, f in enumerate(cols.features) for j, tg in enumerate(cols.targets) if np.isfinite(ric[i, j])]
     return sorted(pairs, key=lambda p: (not is_leak(p), -abs(p["rank_ic"])))
 
+# %% ../nbs/11_schema.ipynb #2ffa43b1
+GAP_DAYS = 14            # consecutive day files further apart than this many calendar days: a warning (missing files?)
+
+def day_gaps(dates: list[int]) -> list[list[int]]:
+    "`[day, next day, calendar days between]` for each pair of consecutive `dates` (YYYYMMDD) more than `GAP_DAYS` apart."
+    ds = [datetime.date(x // 10000, x // 100 % 100, x % 100) for x in dates]
+    return [[a, b, (db - da).days] for a, b, da, db in zip(dates, dates[1:], ds, ds[1:]) if (db - da).days > GAP_DAYS]
+
 # %% ../nbs/11_schema.ipynb #dea694c3
 def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
     "Scan and summarise a dataset (raises `SchemaError` naming every bad file); the summary is plain JSON-able data."
@@ -299,14 +333,14 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
     cols = scan.columns
     F, T = len(cols.features), len(cols.targets)
     miss, inf, seen = np.zeros(F), np.zeros(F, np.int64), np.zeros(F, bool)
-    cover, rows = np.zeros(T), 0
+    cover, tinf, rows = np.zeros(T), np.zeros(T, np.int64), 0
     for day in scan.days:
         t = read_parquet(day.path, cols.features + cols.targets + ([cols.time] if cols.time else []))[1]
         X = np.column_stack([t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.features])
         ok = np.isfinite(X)
         miss += day.rows - ok.sum(0); inf += np.isinf(X).sum(0); seen |= ok.any(0)
         Y = [t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in cols.targets]
-        for i, y in enumerate(Y): cover[i] += np.isfinite(y).sum()
+        for i, y in enumerate(Y): cover[i] += np.isfinite(y).sum(); tinf[i] += np.isinf(y).sum()
         rows += day.rows
     sample = leak_sample([d.path for d in scan.days])
     pairs = leak_pairs(sample, cols, min_stocks)
@@ -322,6 +356,7 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
             "infinite": {f: int(n) for f, n in zip(cols.features, inf) if n},
             "all_missing": [f for f, s in zip(cols.features, seen) if not s],
             "target_coverage": dict(zip(cols.targets, (cover / rows).round(6).tolist())),
+            "infinite_targets": {t: int(n) for t, n in zip(cols.targets, tinf) if n}, "day_gaps": day_gaps(scan.dates),
             "trainable_rows": int(sum(d.trainable.sum() for d in scan.days)),
             "luld": cols.luld, "weight": cols.weight,
             "leak_check": {"threshold": LEAK_RANK_IC, "sample_days": len(sample), "min_stocks": min_stocks,
@@ -330,7 +365,8 @@ def check_dataset(path, dcfg: DataConfig, min_stocks: int = 10) -> dict:
             "thin_days": {d.date: int(d.counts.min()) for d in scan.days if d.counts.min() < min_stocks},
             "uneven_columns": {c: {"present_in": [d.path.name for d in scan.days if d.path not in lacking],
                                    "missing_from": [p.name for p in lacking]} for c, lacking in scan.uneven_columns.items()},
-            "label_columns_absent": [c for c in dcfg.label_columns if c not in present]}
+            "label_columns_absent": [c for c in dcfg.label_columns if c not in present],
+            "exclude_absent": [c for c in dcfg.exclude if c not in present]}
 
 # %% ../nbs/11_schema.ipynb #a95dd8a5
 def _names(names: list, n: int = 5) -> str:
@@ -344,6 +380,8 @@ def check_warnings(r: dict) -> list[str]:
         out.append(f"likely leak: feature `{p['feature']}` has {leak_text(p)}: a forward-looking column? declare it in "
                    "data.label_columns (or data.exclude)")
     out += [f"feature `{f}`: {n} infinite value(s), treated as missing" for f, n in r["infinite"].items()]
+    out += [f"target `{t}`: {n} infinite value(s), treated as missing (neither trained on nor scored): a return of +-inf is a "
+            "data error" for t, n in r["infinite_targets"].items()]
     if r["all_missing"]: out.append(f"feature(s) {_names(r['all_missing'])} have no finite value in any file")
     if r["thin_days"]:
         days = [f"{d} ({n})" for d, n in r["thin_days"].items()]
@@ -356,6 +394,11 @@ def check_warnings(r: dict) -> list[str]:
                    (" ..." if min(len(have), len(lack)) > 5 else ""))
     if r["label_columns_absent"]:
         out.append(f"data.label_columns {_names(r['label_columns_absent'])} not in the data (a typo would let the real column "
+                   "through as a feature)")
+    out += [f"no day file between {a} and {b} ({n} calendar days): missing files? a context reaching over the gap joins the two "
+            "days as if adjacent" for a, b, n in r["day_gaps"]]
+    if r["exclude_absent"]:
+        out.append(f"data.exclude {_names(r['exclude_absent'])} names no column of the data (a typo would let the real column "
                    "through as a feature)")
     return out
 

@@ -24,6 +24,7 @@ from fastcore.basics import patch
 from .atomic import atomic_target
 from .config import Config
 from .metrics import cross_section_ic
+from .rolling import fold_label
 from .rundir import RunDir
 
 log = logging.getLogger("factor_forecasting.trainer")
@@ -130,7 +131,7 @@ def step(self: Telemetry, pos, result, steps_before: int, steps_per_epoch: int) 
     rate = (done - self.steps_done0) / elapsed if elapsed > 0 else 0.0
     self.hb.update(fold=pos.fold, folds=self.folds, epoch=pos.epoch, step=pos.step, progress=min(1.0, done / max(1, total)),
                    eta_s=(total - done) / rate if rate > 0 else None, loss=result.loss)
-    if self.tty: self.bar.set_postfix(fold=f"{pos.fold + 1}/{self.folds}", loss=f"{result.loss:.4f}")
+    if self.tty: self.bar.set_postfix(fold=fold_label(pos.fold, self.folds), loss=f"{result.loss:.4f}")
     if pos.step % self.tc.log_every_steps == 0:
         per_s = self.samples_since_log / max(time.time() - self.t_log, 1e-9)
         self.t_log, self.samples_since_log = time.time(), 0
@@ -138,7 +139,7 @@ def step(self: Telemetry, pos, result, steps_before: int, steps_per_epoch: int) 
         self.record("train", pos.fold, pos.epoch, pos.step, loss=result.loss, lr=result.lr, samples_per_s=per_s,
                     grad_norm=result.grad_norm, skipped=pos.nonfinite_total, **result.parts)
         if not self.tty:
-            log.info("fold %d/%d epoch %d step %d/%d: loss %.4f, %.0f samples/s", pos.fold + 1, self.folds, pos.epoch,
+            log.info("fold %s epoch %d step %d/%d: loss %.4f, %.0f samples/s", fold_label(pos.fold, self.folds), pos.epoch,
                      pos.step_in_epoch, steps_per_epoch, result.loss, per_s)
     if time.time() - self.last_snapshot >= self.tc.ic_report_every_s: self.write_snapshot(pos.fold, pos.epoch, pos.step)
 

@@ -76,7 +76,7 @@ def peer_record(self: RunDir) -> Path: return self.path / "peer.json"           
 @patch(as_prop=True)
 def ensemble_record(self: RunDir) -> Path: return self.path / "ensemble.json"       # an ensemble's run
 
-@patch
+@patch(as_prop=True)
 def backtest(self: RunDir) -> Path: return self.path / "backtest.parquet"           # `ff backtest`
 
 # %% ../nbs/32_rundir.ipynb #5cb4f708

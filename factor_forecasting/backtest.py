@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from .atomic import atomic_target
 from .config import BacktestConfig, Config, ConfigError, DataConfig, InputError, check_section
 from .config_files import load_config
+from .rundir import RunDir
 
 # %% auto #0
 __all__ = ['LEGS', 'PERIODS_PER_YEAR', 'FRONTIER_N_DROP', 'check_backtest', 'trading_rows', 'Ranking', 'TradingDays',
@@ -198,7 +199,7 @@ def turnover_frontier(preds: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 def backtest_config(run_dir, overrides: Sequence[str] = (), sections: Sequence[str] = ("backtest",)) -> Config:
     """The run's config with `KEY=VALUE` overrides of `sections` (a finished run's other settings are what it ran with)
     applied, every backtest setting checked (a `ConfigError` naming the key)."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.exists(): raise InputError(f"{path}: not found (is {run_dir} a run directory?)")
     for item in overrides:
         section, dot, _ = item.split("=", 1)[0].strip().partition(".")
@@ -239,12 +240,12 @@ def join_luld(rows: pd.DataFrame, d: DataConfig) -> tuple[pd.DataFrame, str]:
 def run_backtest(run_dir, overrides: Config | Sequence[str] = ()) -> tuple[pd.DataFrame, dict]:
     """TopkDropout backtest of a run's OOS predictions (`overrides`: `backtest.KEY=VALUE` items on the run's config, or
     a whole `Config`); writes `RUN_DIR/backtest.parquet` and returns `(frame, summary)`, the summary with its settings."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     cfg = overrides if isinstance(overrides, Config) else backtest_config(run_dir, overrides)
     check_backtest(cfg.backtest, cfg.data.targets)
-    path = run_dir / "predictions.parquet"
+    path = run.predictions
     rows = trading_rows(pd.read_parquet(path, columns=_prediction_columns(path, cfg)), cfg.data.date_col, cfg.data.time_col)
     rows, luld = join_luld(rows, cfg.data)
     frame = topk_dropout(rows, cfg.backtest, **_columns(cfg.data))
-    with atomic_target(run_dir / "backtest.parquet") as tmp: frame.to_parquet(tmp, index=False)
+    with atomic_target(run.backtest) as tmp: frame.to_parquet(tmp, index=False)
     return frame, {**dataclasses.asdict(cfg.backtest), "luld": luld, **backtest_summary(frame)}

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .config import Config, InputError
 from .config_files import load_config
+from .rundir import RunDir
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
 from .metrics import (daily_ic, ic_table, long_short, newey_west_lags, newey_west_t, quantile_frame,
@@ -83,12 +84,12 @@ def resolve_sources(sources) -> tuple[list[Row], int, list[str], bool]:
         if len(sources) > 1: raise InputError(f"{sweeps[0]} is a sweep directory: compare it alone, or give run directories")
         return (*read_sweep(sweeps[0]), True)
     for s in sources:
-        if not (s / "config.yaml").exists():
-            raise InputError(f"{s}: neither a sweep directory ({SWEEP_INDEX}) nor a run directory (config.yaml)")
+        if not RunDir(s).config.exists():
+            raise InputError(f"{s}: neither a sweep directory ({SWEEP_INDEX}) nor a run directory ({RunDir(s).config.name})")
     names = [s.name for s in sources]
     labels = [n if names.count(n) == 1 else f"{s.parent.name}/{n}" for s, n in zip(sources, names)]
     if len(set(labels)) < len(labels): raise InputError(f"a run directory is given twice: {', '.join(map(str, sources))}")
-    rows = [Row(l, "run", load_config(s / "config.yaml").model.name, [s], [load_config(s / "config.yaml").run.seed])
+    rows = [Row(l, "run", load_config(RunDir(s).config).model.name, [s], [load_config(RunDir(s).config).run.seed])
             for l, s in zip(labels, sources)]
     return rows, len(rows), [], False
 
@@ -98,7 +99,7 @@ def check_same_days(run_dirs: list) -> int:
     first, ref = None, None
     for r in run_dirs:
         days = set(oos_keys(r).date.tolist())
-        if not days: raise InputError(f"{Path(r) / 'predictions.parquet'}: no OOS rows (split == 'test'): nothing to compare")
+        if not days: raise InputError(f"{RunDir(r).predictions}: no OOS rows (split == 'test'): nothing to compare")
         if ref is None: first, ref = Path(r), days
         elif days != ref:
             parts = [f"{len(d)} day(s) only in {name}: {some_of(d)}" for name, d in ((Path(r).name, days - ref), (first.name, ref - days)) if d]
@@ -182,7 +183,7 @@ def compare(sources, reference=None, overrides: Sequence[str] = ()) -> Compariso
     days = check_same_days([r for row in rows for r in row.runs])
     check_same_data([r for row in rows for r in row.runs])
     cfg0 = backtest_config(rows[0].runs[0], overrides, REPORT_SECTIONS)
-    configs = {r: load_config(r / "config.yaml") for row in rows for r in row.runs}
+    configs = {r: load_config(RunDir(r).config) for row in rows for r in row.runs}
     targets = [t for t in cfg0.data.targets if all(t in c.data.targets for c in configs.values())]
     for t in cfg0.data.targets:
         if t not in targets: notes.append(f"target {t} left out: {', '.join(r.name for r, c in configs.items() if t not in c.data.targets)} do(es) not predict it")

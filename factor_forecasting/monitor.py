@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .config import InputError
 from .rolling import fold_label
+from .rundir import RunDir
 
 # %% auto #0
 __all__ = ['STALE_S', 'EXIT_CODES', 'NO_HEARTBEAT_EXIT', 'STATUSES', 'CLEAR', 'MonitorError', 'read_heartbeat', 'writer_gone',
@@ -37,7 +38,7 @@ def read_heartbeat(run_dir) -> dict:
     "The parsed `heartbeat.json` of `run_dir`; `MonitorError` naming the file when it is missing or malformed."
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise MonitorError(f"run directory not found: {run_dir}")
-    path = run_dir / "heartbeat.json"
+    path = RunDir(run_dir).heartbeat
     if not path.exists():
         raise MonitorError(f"{path}: no heartbeat yet (the run has not started, or this is not a run directory)")
     try: hb = json.loads(path.read_text())
@@ -66,12 +67,12 @@ def run_status(hb: dict, now: float | None = None, stale_s: float = STALE_S) -> 
 # %% ../nbs/80_monitor.ipynb #19b3c020
 def finished_heartbeat(run_dir) -> dict | None:
     "The heartbeat of a run that has `predictions.parquet` but no `heartbeat.json`: finished (None when it has a heartbeat, or no predictions)."
-    run_dir = Path(run_dir)
-    preds = run_dir / "predictions.parquet"
-    if (run_dir / "heartbeat.json").exists() or not preds.is_file(): return None
+    run = RunDir(run_dir)
+    preds = run.predictions
+    if run.heartbeat.exists() or not preds.is_file(): return None
     t = preds.stat().st_mtime
     return {"status": "finished", "time": t, "progress": 1.0,
-            "note": f"no heartbeat.json; finished: {preds.name} written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}"}
+            "note": f"no {run.heartbeat.name}; finished: {preds.name} written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))}"}
 
 # %% ../nbs/80_monitor.ipynb #86569ee8
 class MetricsTail:
@@ -124,7 +125,7 @@ def snapshot(run_dir, tail: MetricsTail | None = None, now: float | None = None,
     except MonitorError:
         if (hb := finished_heartbeat(run_dir)) is None: raise
     now = time.time() if now is None else now
-    tail = (tail or MetricsTail(run_dir / "metrics.jsonl")).update()
+    tail = (tail or MetricsTail(RunDir(run_dir).metrics)).update()
     return Snapshot(run_dir, run_status(hb, now, stale_s), hb, max(0.0, now - hb["time"]),
                     tail.latest.get("train"), tail.latest.get("eval"))
 
@@ -201,7 +202,7 @@ def monitor(run_dir, once: bool = False, interval: float = 5.0, out=None, stale_
     "Show the run in `run_dir` (live, or one snapshot with `once`); returns `EXIT_CODES[status]`."
     out = out or sys.stdout
     tty = out.isatty() if hasattr(out, "isatty") else False
-    tail = MetricsTail(Path(run_dir) / "metrics.jsonl")
+    tail = MetricsTail(RunDir(run_dir).metrics)
     if once:
         s = snapshot(run_dir, tail, stale_s=stale_s)
         print(render(s), file=out, flush=True)
@@ -211,8 +212,8 @@ def monitor(run_dir, once: bool = False, interval: float = 5.0, out=None, stale_
         while True:
             try: s = snapshot(run_dir, tail, stale_s=stale_s)
             except MonitorError:
-                if not (Path(run_dir).is_dir() and not (Path(run_dir) / "heartbeat.json").exists()): raise
-                print(f"{CLEAR if tty else ''}waiting for {Path(run_dir) / 'heartbeat.json'} ...", file=out, flush=True)
+                if not (Path(run_dir).is_dir() and not RunDir(run_dir).heartbeat.exists()): raise
+                print(f"{CLEAR if tty else ''}waiting for {RunDir(run_dir).heartbeat} ...", file=out, flush=True)
             else:
                 print(f"{CLEAR if tty else ''}{render(s)}\n", file=out, flush=True)
                 code = s.exit_code

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from .config import BacktestConfig, Config, DataConfig, InputError
 from .config_files import load_config
+from .rundir import RunDir
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
 from .metrics import (SAMPLES, cross_horizon, daily_ic, fold_table, headline_table, ic_summary, ic_table,
@@ -30,10 +31,10 @@ from .backtest import (backtest_config, backtest_summary, join_luld, simulate, t
 
 # %% auto #0
 __all__ = ['REPORT_SECTIONS', 'ATTRIBUTION_COLUMNS', 'BACKTEST_MODES', 'SUMMARY_COLUMNS', 'OFFLINE_TEMPLATE', 'ReportError',
-           'Run', 'read_metrics', 'required_columns', 'load_run', 'oracle_summary', 'compare_runs', 'some_of',
-           'oos_keys', 'data_identity', 'check_same_data', 'group_frame', 'GroupAnalysis', 'group_analysis',
-           'Attribution', 'read_attribution', 'BacktestAnalysis', 'trading_points', 'backtest_analysis', 'Analysis',
-           'analyze', 'ReportFailed', 'to_html', 'render_report']
+           'Run', 'required_columns', 'load_run', 'oracle_summary', 'compare_runs', 'some_of', 'oos_keys',
+           'data_identity', 'check_same_data', 'group_frame', 'GroupAnalysis', 'group_analysis', 'Attribution',
+           'read_attribution', 'BacktestAnalysis', 'trading_points', 'backtest_analysis', 'Analysis', 'analyze',
+           'ReportFailed', 'to_html', 'render_report']
 
 # %% ../nbs/62_report.ipynb #21daa152
 class ReportError(InputError):
@@ -52,18 +53,6 @@ class Run:
     @property
     def oos(self) -> pd.DataFrame: return self.predictions[self.predictions.split == "test"]
 
-# %% ../nbs/62_report.ipynb #dfaf7b88
-def read_metrics(path) -> pd.DataFrame:
-    "`metrics.jsonl` as a frame (empty when the file is absent); a line that is not JSON is an error naming it."
-    path = Path(path)
-    if not path.exists(): return pd.DataFrame(columns=["kind", "time", "fold", "epoch", "step"])
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip(): continue
-        try: rows.append(json.loads(line))
-        except json.JSONDecodeError as e: raise ReportError(f"{path}:{i}: not a JSON object ({e.msg})") from None
-    return pd.DataFrame(rows)
-
 # %% ../nbs/62_report.ipynb #a5fb67b9
 def required_columns(cfg: Config, targets: list[str]) -> list[str]:
     "The columns the report needs in `predictions.parquet`."
@@ -79,7 +68,7 @@ def load_run(run_dir, targets: list[str] | None = None, overrides: Sequence[str]
     run_dir = Path(run_dir)
     cfg = backtest_config(run_dir, overrides, REPORT_SECTIONS)
     targets = list(targets or cfg.data.targets)
-    path = run_dir / "predictions.parquet"
+    path = RunDir(run_dir).predictions
     if not path.exists(): raise ReportError(f"{path}: not found (the run has not written its predictions yet)")
     try: names = pq.read_schema(path).names
     except Exception as e: raise ReportError(f"{path}: not a readable parquet file ({e})") from None
@@ -88,7 +77,7 @@ def load_run(run_dir, targets: list[str] | None = None, overrides: Sequence[str]
     if missing: raise ReportError(f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(f'`{c}`' for c in missing)}")
     preds = pd.read_parquet(path, columns=keep + ([cfg.data.luld_col] if cfg.data.luld_col in names else []))
     preds["split"] = preds["split"].astype(str)
-    return Run(run_dir, cfg, preds, read_metrics(run_dir / "metrics.jsonl"), targets)
+    return Run(run_dir, cfg, preds, RunDir(run_dir).read_metrics(), targets)
 
 # %% ../nbs/62_report.ipynb #d1236799
 def _oracle_rows(s_ic: dict, s_ric: dict, target: str, source: str) -> dict:
@@ -120,7 +109,7 @@ def compare_runs(runs: list, targets: list[str], min_stocks: int = 10) -> pd.Dat
     "OOS summaries per run (a `Run` or a run directory) and target: the model against its baselines."
     rows = []
     for r in runs:
-        r = r if isinstance(r, Run) else load_run(r, [t for t in targets if t in load_config(Path(r) / "config.yaml").data.targets])
+        r = r if isinstance(r, Run) else load_run(r, [t for t in targets if t in load_config(RunDir(r).config).data.targets])
         s = summarize(ic_table(r.oos, r.targets, min_stocks, date_col=r.config.data.date_col, time_col=r.config.data.time_col),
                       ["target"])
         rows.append(s.assign(run=r.run_dir.name, model=r.config.model.name))
@@ -136,9 +125,9 @@ def some_of(values, n: int = 5) -> str:
 # %% ../nbs/62_report.ipynb #c9901172
 def oos_keys(run_dir) -> pd.DataFrame:
     "The distinct `date`, `sid` of a run's OOS rows (`split == 'test'`); a missing file or column is an `InputError` naming it."
-    run_dir = Path(run_dir)
-    d = load_config(run_dir / "config.yaml").data if (run_dir / "config.yaml").exists() else DataConfig()
-    path, cols = run_dir / "predictions.parquet", [d.date_col, d.sid_col, "split"]
+    run = RunDir(run_dir)
+    d = load_config(run.config).data if run.config.exists() else DataConfig()
+    path, cols = run.predictions, [d.date_col, d.sid_col, "split"]
     if not path.exists(): raise InputError(f"{path}: not found (the run has not written its predictions yet)")
     try: p = pd.read_parquet(path, columns=cols)
     except Exception as e:
@@ -155,7 +144,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 # %% ../nbs/62_report.ipynb #bd2492bf
 def _day_files_now(run_dir: Path) -> dict:
     "File name -> SHA-256 of the run's OOS day files as its `data.path` holds them now."
-    data = Path(load_config(run_dir / "config.yaml").data.path)
+    data = Path(load_config(RunDir(run_dir).config).data.path)
     out = {}
     for day in sorted(oos_keys(run_dir).date.unique()):
         path = data / f"{day}.parquet"
@@ -169,16 +158,13 @@ def _day_files_now(run_dir: Path) -> dict:
 def data_identity(run_dir) -> dict:
     """File name -> SHA-256 of the day files a run read: its fold records' (`checkpoints/fold<NNN>.json`), an ensemble's
     members' (`ensemble.json`), else, for a run whose records name no file (the LightGBM peer), its OOS day files now."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists(): raise InputError(f"{run_dir / 'config.yaml'}: not found (is {run_dir} a run directory?)")
-    if (run_dir / "ensemble.json").exists():
-        members = [Path(m) for m in json.loads((run_dir / "ensemble.json").read_text()).get("members", [])]
-        members = [m for m in members if (m / "config.yaml").exists()]
+    run_dir, run = Path(run_dir), RunDir(run_dir)
+    if not run.config.exists(): raise InputError(f"{run.config}: not found (is {run_dir} a run directory?)")
+    if run.ensemble_record.exists():
+        members = [Path(m) for m in json.loads(run.ensemble_record.read_text()).get("members", [])]
+        members = [m for m in members if RunDir(m).config.exists()]
         if members: return functools.reduce(lambda acc, m: data_identity(m) | acc, members, {})   # the first member's first
-    recorded = {}
-    for p in sorted((run_dir / "checkpoints").glob("fold*.json")):
-        recorded |= {name: fp["sha256"] for name, fp in json.loads(p.read_text()).get("files", {}).items()}
-    return recorded or _day_files_now(run_dir)
+    return run.data_identity()["files"] or _day_files_now(run_dir)
 
 # %% ../nbs/62_report.ipynb #4a3567ee
 def check_same_data(run_dirs: Sequence) -> None:
@@ -287,8 +273,8 @@ class Attribution:
 # %% ../nbs/62_report.ipynb #911a550b
 def read_attribution(run: Run) -> tuple[Attribution | None, str]:
     "The run's `attribution.parquet` averaged over folds, or (None, why not)."
-    path = run.run_dir / "attribution.parquet"
-    if not path.exists(): return None, f"no attribution.parquet in the run directory: run `ff explain {run.run_dir}` to make it"
+    path = RunDir(run.run_dir).attribution
+    if not path.exists(): return None, f"no {path.name} in the run directory: run `ff explain {run.run_dir}` to make it"
     att = pd.read_parquet(path)
     missing = [c for c in ATTRIBUTION_COLUMNS if c not in att.columns]
     if missing: raise ReportError(f"{path}: missing column(s) {missing} (expected {ATTRIBUTION_COLUMNS})")
@@ -424,11 +410,11 @@ def render_report(run_dir, overrides: Sequence[str] = (), targets: list[str] | N
     run = load_run(run_dir, targets, overrides)        # bad input fails here, naming the file, column or key
     check_same_data([run_dir, *run.config.report.baselines, *baselines])
     params = {"run_dir": str(run_dir), "overrides": list(overrides), "targets": targets, "baselines": baselines}
-    out = run_dir / "ic_report.ipynb"
+    out = RunDir(run_dir).report_notebook
     failure = execute_pipeline("ic_report", out, params, kernel, execution_timeout=timeout)
     if failure is not None:
         raise ReportFailed(f"the report notebook failed ({failure.ename}: {(failure.evalue or '').strip()[:300]}); "
                            f"the executed notebook shows the error: {out}")
-    html = run_dir / "ic_report.html"
+    html = RunDir(run_dir).report_html
     with atomic_target(html) as tmp: tmp.write_text(to_html(out), encoding="utf-8")
     return html

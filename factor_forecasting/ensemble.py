@@ -15,6 +15,7 @@ from .config import InputError
 from .config_files import load_config, save_config
 from .atomic import atomic_target
 from .metrics import cross_section_codes, cross_section_rank
+from .rundir import RunDir
 
 # %% auto #0
 __all__ = ['NORMALIZATION', 'rank_normalize', 'ensemble_runs']
@@ -34,16 +35,17 @@ def _keys(cfg) -> list[str]:
 # %% ../nbs/72_ensemble.ipynb #a0458681
 def _read_member(run_dir: Path):
     "(config, predictions sorted by the keys) of one member; `InputError` naming what is missing."
-    for f in ("config.yaml", "predictions.parquet"):
-        if not (run_dir / f).exists(): raise InputError(f"ensemble member {run_dir / f}: not found (is {run_dir} a finished run?)")
-    cfg = load_config(run_dir / "config.yaml")
-    try: df = pd.read_parquet(run_dir / "predictions.parquet")
+    run = RunDir(run_dir)
+    for f in (run.config, run.predictions):
+        if not f.exists(): raise InputError(f"ensemble member {f}: not found (is {run_dir} a finished run?)")
+    cfg = load_config(run.config)
+    try: df = pd.read_parquet(run.predictions)
     except Exception as e:                        # garbage, truncated, not parquet: pyarrow's and pandas' many errors
-        raise InputError(f"ensemble member {run_dir / 'predictions.parquet'}: not a readable parquet file "
+        raise InputError(f"ensemble member {run.predictions}: not a readable parquet file "
                          f"({' '.join(str(e).split())[:200]})") from None
     need = [*_keys(cfg), *(c for t in cfg.data.targets for c in (f"pred_{t}", t))]
     if missing := [c for c in need if c not in df.columns]:
-        raise InputError(f"ensemble member {run_dir / 'predictions.parquet'}: missing column(s) {', '.join(f'`{c}`' for c in missing)}")
+        raise InputError(f"ensemble member {run.predictions}: missing column(s) {', '.join(f'`{c}`' for c in missing)}")
     df["split"] = df["split"].astype(str)
     return cfg, df.sort_values(_keys(cfg), kind="stable", ignore_index=True)
 
@@ -69,15 +71,15 @@ def _check_member(first: Path, cfg0, f0: pd.DataFrame, other: Path, cfg1, f1: pd
     _same_rows(first, f0, other, f1, _keys(cfg0))
     for t in cfg0.data.targets:
         if not np.array_equal(f0[t].to_numpy(np.float64), f1[t].to_numpy(np.float64), equal_nan=True):
-            raise InputError(f"ensemble members must share their targets' values: column `{t}` of {other / 'predictions.parquet'} "
-                             f"differs from {first / 'predictions.parquet'} (other data?)")
+            raise InputError(f"ensemble members must share their targets' values: column `{t}` of {RunDir(other).predictions} "
+                             f"differs from {RunDir(first).predictions} (other data?)")
 
 # %% ../nbs/72_ensemble.ipynb #1772a8d9
 def _check_output(out: Path, dirs: list[Path]) -> None:
     "Refuse an output directory that is a member, a run that is not an ensemble, or an ensemble of other members."
     if out in dirs: raise InputError(f"ensemble: the output {out} is one of its members")
-    rec = out / "ensemble.json"
-    if (out / "config.yaml").exists() and not rec.exists():
+    rec = RunDir(out).ensemble_record
+    if RunDir(out).config.exists() and not rec.exists():
         raise InputError(f"ensemble: {out} is a run directory that is not an ensemble; choose another output directory")
     if not rec.exists(): return
     try: members = [str(m) for m in json.loads(rec.read_text())["members"]]
@@ -115,10 +117,11 @@ def ensemble_runs(run_dirs: list, out_dir) -> Path:
         with np.errstate(invalid="ignore", divide="ignore"):
             out_df[f"pred_{t}"] = sums[t] / counts[t]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ensemble.json").unlink(missing_ok=True)         # unfinished until the new one is written
-    with atomic_target(out / "predictions.parquet") as tmp: out_df.to_parquet(tmp, index=False)
+    run = RunDir(out)
+    run.ensemble_record.unlink(missing_ok=True)             # unfinished until the new one is written
+    with atomic_target(run.predictions) as tmp: out_df.to_parquet(tmp, index=False)
     cfg.run.name, cfg.run.root = out.name, str(out.parent)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, run.config)
     info = {"members": [str(d) for d in dirs], "targets": targets, "rows": len(out_df), "normalization": NORMALIZATION}
-    with atomic_target(out / "ensemble.json") as tmp: tmp.write_text(json.dumps(info, indent=1) + "\n")
+    with atomic_target(run.ensemble_record) as tmp: tmp.write_text(json.dumps(info, indent=1) + "\n")
     return out

@@ -28,13 +28,14 @@ from .panel import build_chunk, open_panel
 from .rolling import fold_label, horizon_days, make_folds
 from .run_lock import held_for_me, lock_job
 from .report import render_report
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'LGB_PARAMS', 'NUM_BOOST_ROUND', 'EARLY_STOPPING_ROUNDS', 'PEER_FILES', 'feature_lags', 'feature_names',
-           'chunk_features', 'Rows', 'tabular_rows', 'peer_threads', 'lgb_params', 'fit_predict', 'fold_predictions',
-           'lightgbm_run', 'peer_like', 'peer_summary']
+__all__ = ['log', 'LGB_PARAMS', 'NUM_BOOST_ROUND', 'EARLY_STOPPING_ROUNDS', 'feature_lags', 'feature_names', 'chunk_features',
+           'Rows', 'tabular_rows', 'peer_threads', 'lgb_params', 'fit_predict', 'fold_predictions', 'lightgbm_run',
+           'peer_like', 'peer_summary']
 
 # %% ../nbs/71_peer.ipynb #16b93ab8
 def feature_lags(seq_len: int, snapshots: int) -> list[int]:
@@ -155,9 +156,6 @@ def fold_predictions(cfg: Config, panel, fold, params: dict, progress=None) -> t
            "rows": {s: len(r) for s, r in rows.items()}, **rec, **ic_by_split(df, targets, cfg.report.min_stocks)}
     return df, rec
 
-# %% ../nbs/71_peer.ipynb #388f9108
-PEER_FILES = ("checkpoints", "metrics.jsonl", "predictions.parquet", "peer.json", "ic_report.ipynb", "ic_report.html")
-
 # %% ../nbs/71_peer.ipynb #5913e9e6
 def _peer_config(cfg: Config, out_dir: Path, seed: int) -> Config:
     d = config_to_dict(cfg)
@@ -167,15 +165,15 @@ def _peer_config(cfg: Config, out_dir: Path, seed: int) -> Config:
 # %% ../nbs/71_peer.ipynb #057bf1e0
 def _prepare(cfg: Config, out_dir: Path) -> None:
     "Refuse a directory that is not a LightGBM peer's, or a peer of another config; write config.yaml."
-    if out_dir.is_dir() and any(p.name not in ("run.lock",) for p in out_dir.iterdir()) and not (out_dir / "peer.json").exists():
-        raise InputError(f"{out_dir} holds files but no peer.json: it is not a LightGBM peer's run directory (the model run "
-                         "itself?); choose another --out-dir")
-    saved = out_dir / "config.yaml"
-    if saved.exists() and (out_dir / "checkpoints").is_dir():
-        if diff := config_diff(load_config(saved), cfg):
+    run = RunDir(out_dir)
+    if out_dir.is_dir() and any(p != run.job_lock for p in out_dir.iterdir()) and not run.peer_record.exists():
+        raise InputError(f"{out_dir} holds files but no {run.peer_record.name}: it is not a LightGBM peer's run directory "
+                         "(the model run itself?); choose another --out-dir")
+    if run.config.exists() and run.checkpoints.is_dir():
+        if diff := config_diff(load_config(run.config), cfg):
             raise InputError(f"{out_dir} holds a LightGBM peer of another config ({', '.join(diff[:5])} differ): use the same "
                              "config and seed to resume, or another --out-dir")
-    save_config(cfg, saved)
+    save_config(cfg, run.config)
 
 # %% ../nbs/71_peer.ipynb #67836d10
 def _write_json(path: Path, obj) -> None:
@@ -208,9 +206,9 @@ def _metrics_lines(records: list[dict], targets: Sequence[str]) -> str:
     return "".join(json.dumps(line) + "\n" for line in lines)
 
 # %% ../nbs/71_peer.ipynb #6d6bc337
-def _finished_fold(fold, ckpt: Path, params: dict, features: dict) -> dict | None:
+def _finished_fold(fold, run: RunDir, params: dict, features: dict) -> dict | None:
     "The record of `fold` when an earlier run finished it with the same days, parameters and features (None: train it)."
-    rec_path, pq_path = ckpt / f"fold{fold.index:03d}.json", ckpt / f"fold{fold.index:03d}.parquet"
+    rec_path, pq_path = run.fold_record(fold.index), run.fold_predictions(fold.index)
     old = json.loads(rec_path.read_text()) if rec_path.exists() and pq_path.exists() else None
     same = old is not None and [old[s] for s in ("train", "valid", "test")] == [list(fold.train), list(fold.valid), list(fold.test)]
     return old if same and old.get("params") == params and old.get("features") == features else None
@@ -222,21 +220,21 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
     and the IC report unless `report=False`. Finished folds of an interrupted run are kept."""
     if int(seed) < 0: raise InputError(f"seed must be >= 0, got {seed}")
     out_dir = Path(out_dir).resolve()
-    cfg = _peer_config(cfg, out_dir, seed)
+    cfg, run = _peer_config(cfg, out_dir, seed), RunDir(out_dir)
     lock = None if held_for_me(out_dir) else lock_job(out_dir)
     try:
         _prepare(cfg, out_dir)
         ensure_dataset(cfg)
         panel = open_panel(cfg.data)
         folds = make_folds(panel.dates, cfg.rolling, horizon_days(cfg.data.targets, cfg.rolling))
-        params, ckpt = lgb_params(seed), out_dir / "checkpoints"
+        params = lgb_params(seed)
         head = _peer_record(cfg, panel, seed, params)
-        _write_json(out_dir / "peer.json", head)
+        _write_json(run.peer_record, head)
         records = []
         bar = tqdm(total=len(folds) * len(cfg.data.targets), disable=not progress, desc="lightgbm peer", unit="model")
         for f in folds:
-            rec_path, pq_path = ckpt / f"fold{f.index:03d}.json", ckpt / f"fold{f.index:03d}.parquet"
-            if (old := _finished_fold(f, ckpt, params, head["features"])) is not None:
+            rec_path, pq_path = run.fold_record(f.index), run.fold_predictions(f.index)
+            if (old := _finished_fold(f, run, params, head["features"])) is not None:
                 records.append(old); bar.update(len(cfg.data.targets))
                 continue
             t0 = time.time()
@@ -248,11 +246,11 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
             log.info("lightgbm peer fold %s: best iterations %s, valid RankIC %s (%.0f s)", fold_label(f.index, len(folds)),
                      rec["best_iteration"], {t: round(rec[f"valid_rank_ic/{t}"], 4) for t in cfg.data.targets}, rec["seconds"])
         bar.close()
-        with atomic_target(out_dir / "metrics.jsonl") as tmp: tmp.write_text(_metrics_lines(records, cfg.data.targets))
-        df = pd.concat([pd.read_parquet(ckpt / f"fold{f.index:03d}.parquet") for f in folds], ignore_index=True)
-        with atomic_target(out_dir / "predictions.parquet") as tmp: df.to_parquet(tmp, index=False)
+        with atomic_target(run.metrics) as tmp: tmp.write_text(_metrics_lines(records, cfg.data.targets))
+        df = pd.concat([pd.read_parquet(run.fold_predictions(f.index)) for f in folds], ignore_index=True)
+        with atomic_target(run.predictions) as tmp: df.to_parquet(tmp, index=False)
         folds_out = [{k: v for k, v in r.items() if k not in ("params", "features")} for r in records]
-        _write_json(out_dir / "peer.json", {**head, "folds": folds_out})
+        _write_json(run.peer_record, {**head, "folds": folds_out})
     finally:
         if lock is not None: lock.release()
     if report: render_report(out_dir)
@@ -262,17 +260,18 @@ def lightgbm_run(cfg: Config, out_dir, seed: int = 0, progress: bool = False, re
 def peer_like(run_dir, out=None, seed: int = 0, report: bool = True, progress: bool = False) -> Path:
     "The LightGBM peer of the run in `run_dir` (its config.yaml), written to `out` (default: `<run_dir>_lightgbm` beside it)."
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / "config.yaml").exists():
-        raise InputError(f"{run_dir / 'config.yaml'}: not found (is {run_dir} a run directory?)")
+    config = RunDir(run_dir).config
+    if not config.exists():
+        raise InputError(f"{config}: not found (is {run_dir} a run directory?)")
     out = Path(out).resolve() if out is not None else run_dir.with_name(f"{run_dir.name}_lightgbm")
     if out == run_dir: raise InputError(f"--out-dir {out} is the run directory itself; the peer needs its own directory")
-    return lightgbm_run(load_config(run_dir / "config.yaml"), out, seed, progress=progress, report=report)
+    return lightgbm_run(load_config(config), out, seed, progress=progress, report=report)
 
 # %% ../nbs/71_peer.ipynb #82f5f975
 def peer_summary(out_dir) -> str:
     "One line on a finished peer run: folds, predictions, OOS RankIC per target, where it is."
     out_dir = Path(out_dir)
-    cfg, pred = load_config(out_dir / "config.yaml"), pd.read_parquet(out_dir / "predictions.parquet")
+    cfg, pred = load_config(RunDir(out_dir).config), pd.read_parquet(RunDir(out_dir).predictions)
     oos = pred[pred.split == "test"]
     ric = {t: daily_ic(ic_frame(oos, f"pred_{t}", t, min_stocks=cfg.report.min_stocks))["rank_ic"].mean() for t in cfg.data.targets}
     return (f"lightgbm peer: {pred.fold.nunique()} folds, {len(pred)} predictions; OOS RankIC "

@@ -26,6 +26,7 @@ from .runtime import usable_cpus
 from .run_lock import RunInUse, RunLock, is_locked, read_holder
 from .launch import gpu_count, start_job
 from .peer import lightgbm_run
+from .rundir import RunDir
 from .sweep_spec import (PEERS, SweepRun, SweepSpec, grid_points, load_spec, parse_shard, plan_runs,
                                            shard_runs, validate_spec)
 
@@ -97,14 +98,14 @@ def lock_sweep(sweep_dir, shard: tuple[int, int]) -> RunLock:
 # %% ../nbs/74_sweep.ipynb #3e7cf884
 def is_finished(sweep_dir, run: SweepRun, spec: SweepSpec, index: dict | None = None) -> bool:
     "Whether `run` of the sweep in `sweep_dir` is finished, from its files (and, for a peer, the index)."
-    d = Path(sweep_dir) / run.dir
-    report_ok = not spec.report or (d / "ic_report.html").exists()
-    if run.kind == "ensemble": return (d / "ensemble.json").exists() and report_ok
-    if not (d / "predictions.parquet").exists(): return False
+    run_dir = RunDir(Path(sweep_dir) / run.dir)
+    report_ok = not spec.report or run_dir.report_html.exists()
+    if run.kind == "ensemble": return run_dir.ensemble_record.exists() and report_ok
+    if not run_dir.predictions.exists(): return False
     if run.kind == "peer":
         index = read_index(sweep_dir) if index is None else index
         return any(r["dir"] == run.dir and r["status"] == "finished" for r in (index or {}).get("runs", []))
-    try: status = json.loads((d / "heartbeat.json").read_text()).get("status")
+    try: status = json.loads(run_dir.heartbeat.read_text()).get("status")
     except (OSError, ValueError): return False
     return status == "finished" and report_ok
 
@@ -274,7 +275,7 @@ def collect(self: _Sweep) -> int:
         if proc.poll() is None: continue
         del self.running[d]
         exited += 1
-        made = (self.sweep_dir / d / "predictions.parquet").exists() if r.kind == "peer" else is_finished(self.sweep_dir, r, self.spec)
+        made = RunDir(self.sweep_dir / d).predictions.exists() if r.kind == "peer" else is_finished(self.sweep_dir, r, self.spec)
         if proc.returncode == 0 and made:
             self.done.add(d)
             update_index(self.sweep_dir, self.spec, {d: {"status": "finished", "error": None, "log": None}})

@@ -18,13 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config, InputError
-from .config_files import load_config
 from .atomic import atomic_target
 from .inference import forecast, inference_device, load_model
 from .loader import Block, PanelDataset
 from .panel import open_panel
 from .metrics import cross_section_ic
 from .model import model_context, model_inputs
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _check_positive(**kw) -> None:
 # %% ../nbs/64_explain.ipynb #988b4bfa
 def fold_test_days(run_dir) -> dict[int, list[int]]:
     "Each fold's OOS (test) days, from the run's `predictions.parquet`."
-    path = Path(run_dir) / "predictions.parquet"
+    path = RunDir(run_dir).predictions
     if not path.is_file(): raise InputError(f"{path}: not found (explain needs a finished run: each fold's test days come from it)")
     try: df = pd.read_parquet(path, columns=["date", "fold", "split"])
     except Exception as e: raise InputError(f"{path}: unreadable or lacks date, fold, split ({type(e).__name__}: {e})") from None
@@ -172,10 +172,11 @@ def fold_test_days(run_dir) -> dict[int, list[int]]:
 # %% ../nbs/64_explain.ipynb #b0996d04
 def fold_checkpoint(run_dir, fold: int) -> Path:
     "Fold `fold`'s best weights, `checkpoints/fold{fold:03d}.pt`; a run without a network of its own, or without the file, is an `InputError`."
-    for marker, what in (("ensemble.json", "an ensemble (`ff ensemble`)"), ("peer.json", "a LightGBM peer (`ff peer`)")):
-        if (Path(run_dir) / marker).exists():
+    run = RunDir(run_dir)
+    for marker, what in ((run.ensemble_record, "an ensemble (`ff ensemble`)"), (run.peer_record, "a LightGBM peer (`ff peer`)")):
+        if marker.exists():
             raise InputError(f"{run_dir} is {what}: it has no network to explain; explain its member or model runs instead")
-    path = Path(run_dir) / "checkpoints" / f"fold{fold:03d}.pt"
+    path = run.fold_weights(fold)
     if not path.is_file():
         raise InputError(f"{path}: not found; this run predates per-fold best weights (checkpoints/foldNNN.pt), "
                          f"so fold {fold}'s model is gone: train the run again with this version to explain it")
@@ -206,9 +207,7 @@ class Explanation:
 # %% ../nbs/64_explain.ipynb #32e2a837
 def _run_config(run_dir: Path) -> Config:
     "The run's config, to rebuild its model and read its panel in this process."
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file(): raise InputError(f"{cfg_path}: not found (is {run_dir} a run directory?)")
-    return load_config(cfg_path, ["model.compile=false", "data.num_workers=0"])
+    return RunDir(run_dir).read_config(["model.compile=false", "data.num_workers=0"])
 
 # %% ../nbs/64_explain.ipynb #466da976
 def _explain_fold(model, ds: PanelDataset, features: list[str], rows: int, steps: int, repeats: int, rng: np.random.Generator,
@@ -234,7 +233,7 @@ def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repea
     test_days, panel = fold_test_days(run_dir), open_panel(cfg.data)
     features, parts, seconds, n_days, n_rows = list(panel.columns.features), [], {}, 0, 0
     for fold, fold_days in tqdm(test_days.items(), disable=not progress, desc="explain", unit="fold"):
-        model = load_model(fold_checkpoint(run_dir, fold), cfg, len(features), len(panel.universe), device, run_dir / "config.yaml")
+        model = load_model(fold_checkpoint(run_dir, fold), cfg, len(features), len(panel.universe), device, RunDir(run_dir).config)
         rng = np.random.default_rng([seed, fold])
         chosen = sample_days(fold_days, days, rng)
         ds = PanelDataset(cfg, chosen, train=False, cross_sections_per_batch=1, device=device, panel=panel,
@@ -245,7 +244,7 @@ def explain_run(run_dir, days: int = 20, rows: int = 512, steps: int = 32, repea
                  ig.n.max(), *seconds[fold].values())
         parts += [perm.assign(kind="permutation", fold=fold), ig.assign(kind="integrated_gradients", fold=fold)]
         n_days, n_rows = n_days + len(chosen), n_rows + int(ig.n.max())
-    out = run_dir / "attribution.parquet"
+    out = RunDir(run_dir).attribution
     with atomic_target(out) as tmp: attribution_frame(parts).to_parquet(tmp, index=False)
     res = Explanation(out, len(test_days), n_days, n_rows, len(features), seconds)
     log.info("%s", res)

@@ -26,6 +26,7 @@ from .distributed import TORCHRUN_PID_ENV
 from .pipeline_runner import execute_pipeline, failed_notebook, pipeline_path
 from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
+from .rundir import RunDir
 from .report import compare_runs, load_run, oracle_summary
 from .rolling import horizon_days, make_folds
 from .schema import check_sid_types, day_files, is_leak, leak_pairs, leak_sample, leak_text, read_parquet, resolve_columns
@@ -349,7 +350,7 @@ def run_pipeline(config, overrides=(), name=None, params: dict | None = None, ke
     la = prepare_launch(source, overrides, name, **{k: v for k, v in params.items() if k != "report"})
     parameters = {"config": source, "overrides": list(overrides), "run_name": la.cfg.run.name, **params}
     node_rank = params.get("node_rank", 0)            # every node of a multi-node job keeps its own notebook
-    out = la.run_dir / ("train.ipynb" if not node_rank else f"train_node{node_rank}.ipynb")
+    out = RunDir(la.run_dir).train_notebook(node_rank)
     holder = lock_job(la.run_dir) if node_rank == 0 else contextlib.nullcontext()
     with holder, _environ(LOCK_ENV, str(os.getpid()) if node_rank == 0 else None), forwarding_stops():
         failure = execute_pipeline("train", out, parameters, kernel, log_output=log_output,
@@ -386,7 +387,7 @@ def demo(config: str = "cpu_demo", overrides=(), fresh: bool = False, out=None) 
     ensure_dataset(cfg)
     run_dir = run_pipeline(config, overrides, params={"fresh": True} if fresh else None)
     h = oos_headline(run_dir)
-    print(f"\nIC report: {run_dir / 'ic_report.html'}\n\nout-of-sample RankIC per target (test days of every fold):", file=out)
+    print(f"\nIC report: {RunDir(run_dir).report_html}\n\nout-of-sample RankIC per target (test days of every fold):", file=out)
     print(h.to_string(float_format=lambda v: f"{v:.4f}"), file=out)
     if "oracle source" in h.attrs: print(f"(oracle: {h.attrs['oracle source']})", file=out)
     out.flush()

@@ -172,7 +172,8 @@ def checkpoint_weights(checkpoint, allow_unfinished: bool = False) -> Weights:
                              f"{_last_finished(run)}")
         path = run.best
     if not path.is_file(): raise InputError(f"checkpoint not found: {path}")
-    run, fold = RunDir(path.parent.parent) if path.parent.name == "checkpoints" else None, _fold_of(path)
+    run = RunDir(path.parent.parent)
+    run, fold = run if path.parent == run.checkpoints else None, _fold_of(path)
     if run is not None and fold is not None and not run.finished(fold) and not allow_unfinished:
         raise InputError(f"{path}: fold {fold}'s weights, and fold {fold} has not finished training (no checkpoints/"
                          f"{run.fold_predictions(fold).name}): pass --allow-unfinished to predict with them anyway{_last_finished(run)}")
@@ -181,7 +182,7 @@ def checkpoint_weights(checkpoint, allow_unfinished: bool = False) -> Weights:
 # %% ../nbs/41_predict.ipynb #0a550778
 def _config_path(ckpt: Path, config=None) -> Path:
     "The run's config: `config`, else config.yaml of the checkpoint's run directory."
-    cfg_path = Path(config) if config else ckpt.parent.parent / "config.yaml"
+    cfg_path = Path(config) if config else RunDir(ckpt.parent.parent).config
     if not cfg_path.is_file():
         raise InputError(f"{cfg_path}: the run's config.yaml is needed to rebuild the model (pass --config to give it)")
     return cfg_path

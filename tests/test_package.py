@@ -60,7 +60,7 @@ def test_wheel_renders_a_report_outside_the_checkout(tmp_path):
              "print('\\n'.join(err.traceback))")
     trace = _run([python, "-c", probe], work, env).stdout
     assert str(tmp_path / "env") in trace and str(REPO) not in trace, trace
-    assert sorted(p.name for p in work.iterdir()) == ["probe.ipynb", "run"]    # no kernel socket files in the cwd
+    assert sorted(p.name for p in work.iterdir()) == ["probe.failed.ipynb", "run"]   # no kernel socket files in the cwd; a failed notebook is NAME.failed.ipynb
 
 
 def test_report_kernel_prints_no_transport_warning(tmp_path):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import psutil
 
 from factor_forecasting.run_lock import lock_job
@@ -33,17 +34,17 @@ def test_failing_job_says_its_own_error_first(tmp_path):
     "A job that dies inside torchrun on bad input: `ff run` exits 2, its first line is the job's own error, then the notebook."
     write_tiny(tmp_path)
     data = write_synthetic(tmp_path / "data", stocks=40, days=36, features=10, snapshots=2)
-    bad = sorted(data.glob("*.parquet"))[-1]
-    bad.write_bytes(b"not a parquet file")          # the launcher's checks read file names: the job finds it
+    bad = sorted(data.glob("*.parquet"))[-1]        # a feature of strings: the launcher reads names, sids and a sample;
+    pd.read_parquet(bad).astype({"3": str}).to_parquet(bad)          # the job's scan of every column finds it
     res = ff("run", "tiny.yaml", "run.name=broken", "--nproc", "2", "data.leak_check=false", cwd=tmp_path)                  # the leak check would read it before the job
     assert res.returncode == 2, res.stderr[-3000:]
     nb_path = tmp_path / "runs" / "broken" / "train.failed.ipynb"       # a failed run never replaces a good train.ipynb
     said = res.stderr[res.stderr.index("ff: error: "):].strip().splitlines()
-    assert f"{bad}: unreadable parquet file" in "\n".join(said[:-1]), res.stderr[-3000:]
+    assert f"{bad}: column `3` should be a numeric feature, got large_string" in "\n".join(said[:-1]), res.stderr[-3000:]
     assert said[-1] == f"(the train pipeline failed with JobFailed; the executed notebook shows it: {nb_path})", said
     errors = notebook_errors(nb_path)
     assert [e["ename"] for e in errors] == ["JobFailed"]
-    assert "(the job exited with status 2: " in errors[0]["evalue"] and f"{bad}: unreadable parquet file" in errors[0]["evalue"]
+    assert "(the job exited with status 2: " in errors[0]["evalue"] and f"{bad}: column `3` should be a numeric feature" in errors[0]["evalue"]
     log = "".join(o.get("text", "") for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == "code"
                   for o in c.get("outputs", []))
     assert not any(s in log for s in ("ChildFailedError", "Traceback", "[rank")), log[-3000:]   # one line, not a dump

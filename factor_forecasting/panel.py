@@ -186,12 +186,6 @@ def standardize_targets(y: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
 # %% ../nbs/12_panel.ipynb #3aefa5ba
 CACHE_VERSION = 2      # bump when what a day cache file holds changes (2: `_CACHE_MAGIC` files instead of `.npz`)
 
-def _columns_np(t: pa.Table, names: list[str]) -> np.ndarray:
-    "Columns of `t` as one float32 [rows, len(names)] array (null -> NaN)."
-    out = np.empty((t.num_rows, len(names)), np.float32)
-    for i, c in enumerate(names): out[:, i] = t.column(c).to_numpy(zero_copy_only=False)
-    return out
-
 # %% ../nbs/12_panel.ipynb #e2c9cc99
 @dataclass
 class DayArrays:
@@ -203,14 +197,22 @@ class DayArrays:
     present: np.ndarray        # bool [snapshots, S_d] the row exists
     stats: dict                # feature values of existing rows, and how many were missing / infinite
 
+# %% ../nbs/12_panel.ipynb #34a1f33b
+def _grid_order(ts: np.ndarray, s_idx: np.ndarray, snapshots: int, stocks: int) -> bool:
+    "Whether the rows are every (snapshot, stock) of the day once, snapshot-major and stocks ascending (how day files are usually written)."
+    return len(ts) == snapshots * stocks and np.array_equal(ts * stocks + s_idx, np.arange(snapshots * stocks))
+
 # %% ../nbs/12_panel.ipynb #78f64b6d
 def _feature_cube(t: pa.Table, names: list[str], ts: np.ndarray, s_idx: np.ndarray, snapshots: int, stocks: int,
                   out: np.ndarray | None = None) -> np.ndarray:
     "The features of `t`'s rows (at snapshot `ts`, day stock `s_idx`) as float32 `[snapshot, feature, stock]` (in `out`), NaN where a row is absent."
-    F = len(names)
+    F, cols, pos = len(names), t.columns, {c: i for i, c in enumerate(t.column_names)}
     cube = np.empty((snapshots, F, stocks), np.float32) if out is None else out
+    if _grid_order(ts, s_idx, snapshots, stocks):                      # a column is a [snapshot, stock] grid: one strided copy
+        for f, c in enumerate(names): cube[:, f] = cols[pos[c]].to_numpy(zero_copy_only=False).reshape(snapshots, stocks)
+        return cube
     cube.fill(np.nan)
-    flat, at, cols, pos = cube.reshape(-1), ts * (F * stocks) + s_idx, t.columns, {c: i for i, c in enumerate(t.column_names)}
+    flat, at = cube.reshape(-1), ts * (F * stocks) + s_idx
     for c in names:
         flat[at] = cols[pos[c]].to_numpy(zero_copy_only=False)          # null -> NaN
         at += stocks                                                    # the next feature's row
@@ -220,14 +222,14 @@ def _feature_cube(t: pa.Table, names: list[str], ts: np.ndarray, s_idx: np.ndarr
 def _label_arrays(t: pa.Table, cols, targets: list[str], ts: np.ndarray, s_idx: np.ndarray, snapshots: int, stocks: int):
     "Raw targets `[snapshot, stock, K]` (a target the file lacks: NaN), weights `[snapshot, stock]` (1 where missing) and `present`."
     N, S = snapshots, stocks
-    y = np.full((N, S, len(cols.targets)), np.nan, np.float32)
-    if targets: y[ts[:, None], s_idx[:, None], [cols.targets.index(c) for c in targets]] = _columns_np(t, targets)
-    w = np.ones((N, S), np.float32)
+    rows = slice(None) if _grid_order(ts, s_idx, N, S) else ts * S + s_idx      # each row's cell of the [snapshot, stock] grid
+    y, w, present = np.full((N * S, len(cols.targets)), np.nan, np.float32), np.ones(N * S, np.float32), np.zeros(N * S, bool)
+    for c in targets: y[rows, cols.targets.index(c)] = t.column(c).to_numpy(zero_copy_only=False)      # null -> NaN
     if cols.weight:
-        wv = _columns_np(t, [cols.weight])[:, 0]
-        w[ts, s_idx] = np.where(np.isfinite(wv), wv, 1.0)
-    present = np.zeros((N, S), bool); present[ts, s_idx] = True
-    return y, w, present
+        wv = t.column(cols.weight).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        w[rows] = np.where(np.isfinite(wv), wv, np.float32(1.0))
+    present[rows] = True
+    return y.reshape(N, S, -1), w.reshape(N, S), present.reshape(N, S)
 
 # %% ../nbs/12_panel.ipynb #3696ddfa
 _SERIAL = 2**15         # elements: torch runs an op this small on the calling thread, no thread team
@@ -250,6 +252,13 @@ class StageClock:
         self.seconds[name] = self.seconds.get(name, 0.0) + t - self.t
         self.t = t
 
+# %% ../nbs/12_panel.ipynb #b0f75bf3
+def _distinct_sorted(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    "The sorted distinct values of `idx` (ints in `[0, size)`) and each entry's position among them: `np.unique` and `np.searchsorted` without a sort."
+    seen = np.zeros(size, bool)
+    seen[idx] = True
+    return np.flatnonzero(seen), (np.cumsum(seen) - 1)[idx]
+
 # %% ../nbs/12_panel.ipynb #33ef62df
 def _read_day(panel: Panel, k: int, dcfg: DataConfig, clock: StageClock | None = None) -> DayArrays:
     "Day `k` of the panel from its file: features normalized per cross-section, labels raw (`clock`: time the stages)."
@@ -257,11 +266,11 @@ def _read_day(panel: Panel, k: int, dcfg: DataConfig, clock: StageClock | None =
     cols, day = panel.columns, panel.scan.days[k]
     weight = [cols.weight] if cols.weight else []
     targets = [c for c in cols.targets if c in day.schema.names]          # a file to predict may lack them: NaN = unknown
-    t = read_parquet(day.path, [c for c in (cols.time, cols.sid) if c] + cols.features + targets + weight)[1]; lap("decode")
+    t = read_parquet(day.path, [c for c in (cols.time, cols.sid) if c] + cols.features + targets + weight,
+                     use_threads=False)[1]; lap("decode")   # the reading threads are the parallelism
     ts = np.searchsorted(day.times, t.column(cols.time).to_numpy()) if cols.time else np.zeros(t.num_rows, np.int64)
     idx = panel.universe.index(t.column(cols.sid))
-    stocks = np.unique(idx)
-    s_idx = np.searchsorted(stocks, idx)
+    stocks, s_idx = _distinct_sorted(idx, len(panel.universe))
     N, S, F = len(day.times), len(stocks), len(cols.features)
     raw = _feature_cube(t, cols.features, ts, s_idx, N, S, out=_scratch("cube", (N, F, S)))
     y, w, present = _label_arrays(t, cols, targets, ts, s_idx, N, S); lap("scatter")

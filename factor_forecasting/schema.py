@@ -144,11 +144,11 @@ class DayScan:
     schema: pa.Schema = field(repr=False, default=None)
 
 # %% ../nbs/11_schema.ipynb #fe83ab40
-def read_parquet(path: Path, columns=None) -> tuple[pq.ParquetFile, pa.Table | None]:
-    "Open a parquet file (and read `columns` if given); any failure is a `SchemaError` naming the file."
+def read_parquet(path: Path, columns=None, use_threads: bool = True) -> tuple[pq.ParquetFile, pa.Table | None]:
+    "Open a parquet file (and read `columns` if given, on Arrow's thread pool unless `use_threads` is False); any failure is a `SchemaError` naming the file."
     try:
         f = pq.ParquetFile(path)
-        return f, (f.read(columns=columns) if columns is not None else None)
+        return f, (f.read(columns=columns, use_threads=use_threads) if columns is not None else None)
     except (pa.ArrowException, OSError) as e:
         raise SchemaError(f"{path}: unreadable parquet file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 

@@ -17,7 +17,7 @@ import yaml
 
 from .backtest import format_summary, run_backtest
 from .bench import bench_loader, bench_metrics, bench_train, emit
-from .compare import render_compare
+from .compare import render_compare, sweep_validation_picks
 from .config import InputError, SynthConfig, config_to_dict, field_rules
 from .config_files import list_presets, load_config
 from .earlier_forms import old_form
@@ -394,6 +394,7 @@ def sweep_cmd(ns) -> int:
         print(f"ff: {e}", file=sys.stderr)
         return e.exit_code
     print(res)
+    for line in sweep_validation_picks(res.sweep_dir): print(line)
     return res.exit_code
 
 # %% ../nbs/89_cli.ipynb #ee11576f

@@ -29,8 +29,9 @@ from .rolling import horizon_days
 
 # %% auto #0
 __all__ = ['SWEEP_INDEX', 'KINDS', 'FIGURES', 'TEST_COLUMNS', 'FORMATS', 'KIND_COLORS', 'COMPARE_PAGE', 'Row', 'read_sweep',
-           'resolve_sources', 'check_same_days', 'paired_rank_ic_test', 'run_figures', 'Comparison', 'compare',
-           'display_table', 'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
+           'resolve_sources', 'peer_settings', 'check_same_days', 'paired_rank_ic_test', 'valid_rank_ic', 'run_figures',
+           'Comparison', 'validation_picks', 'compare', 'display_table', 'pick_line', 'sweep_validation_picks',
+           'fig_cumulative_rank_ic', 'fig_rank_ic_bars', 'render_compare']
 
 # %% ../nbs/65_compare.ipynb #a7c9e1f3
 SWEEP_INDEX = "sweep.json"
@@ -41,7 +42,7 @@ class Row:
     "One row of the comparison: a grid point over its seeds, an ensemble, a peer over its seeds, or one run."
     label: str                 # `p00`, `p00 ensemble`, `lightgbm`, or a run directory's name
     kind: str                  # model | ensemble | peer | run
-    config: str                # the grid point's overrides, the peer, or the run's model.name
+    config: str                # the grid point's overrides, `lightgbm peer`, or the run's model.name
     runs: list[Path] = field(default_factory=list)
     seeds: list = field(default_factory=list)
 
@@ -49,6 +50,12 @@ class Row:
 def _sweep_key(d: dict, key: str, path: Path, where: str = ""):
     if not isinstance(d, dict) or key not in d: raise InputError(f"{path}: {where}no `{key}` key (not a sweep.json written by ff sweep?)")
     return d[key]
+
+# %% ../nbs/65_compare.ipynb #34a64a45
+def _run_config(run_dir: Path) -> str:
+    "What a run directory's row says it ran: `lightgbm peer` for a LightGBM peer's run (holding `peer.json`), else its model."
+    run = RunDir(run_dir)
+    return "lightgbm peer" if run.peer_record.exists() else load_config(run.config).model.name
 
 # %% ../nbs/65_compare.ipynb #708312db
 def read_sweep(sweep_dir) -> tuple[list[Row], int, list[str]]:
@@ -67,7 +74,7 @@ def read_sweep(sweep_dir) -> tuple[list[Row], int, list[str]]:
             notes.append(f"{name}: {status}, left out")
             continue
         label = {"model": point, "ensemble": f"{point} ensemble", "peer": point}[kind]
-        config = "peer" if kind == "peer" else points[point].get("label", point)
+        config = f"{point} peer" if kind == "peer" else points[point].get("label", point)
         row = rows.setdefault((KINDS.index(kind) if kind == "peer" else 0, point, KINDS.index(kind)), Row(label, kind, config))
         row.runs.append(sweep_dir / name)
         row.seeds.append(r.get("seed"))
@@ -89,9 +96,21 @@ def resolve_sources(sources) -> tuple[list[Row], int, list[str], bool]:
     names = [s.name for s in sources]
     labels = [n if names.count(n) == 1 else f"{s.parent.name}/{n}" for s, n in zip(sources, names)]
     if len(set(labels)) < len(labels): raise InputError(f"a run directory is given twice: {', '.join(map(str, sources))}")
-    rows = [Row(l, "run", load_config(RunDir(s).config).model.name, [s], [load_config(RunDir(s).config).run.seed])
+    rows = [Row(l, "run", _run_config(s), [s], [load_config(RunDir(s).config).run.seed])
             for l, s in zip(labels, sources)]
     return rows, len(rows), [], False
+
+# %% ../nbs/65_compare.ipynb #74ab0279
+def peer_settings(rows: list[Row]) -> dict | None:
+    """The LightGBM peer's settings from the first run holding a `peer.json` (None: no peer's run): `run`, `lightgbm`
+    (version), `params` (less the seed), `num_boost_round`, `early_stopping_rounds`, feature `recipe`, `lags`, `window`."""
+    record = next((RunDir(r).peer_record for row in rows for r in row.runs if RunDir(r).peer_record.exists()), None)
+    if record is None: return None
+    p = json.loads(record.read_text())
+    return {"run": record.parent.name, "lightgbm": p["lightgbm_version"],
+            "params": {k: v for k, v in p["params"].items() if k != "seed"}, "num_boost_round": p["num_boost_round"],
+            "early_stopping_rounds": p["early_stopping_rounds"], "recipe": p["features"]["recipe"],
+            "lags": p["features"]["lags"], "window": p["features"]["window"]}
 
 # %% ../nbs/65_compare.ipynb #d27393d0
 def check_same_days(run_dirs: list) -> int:
@@ -126,25 +145,37 @@ def paired_rank_ic_test(daily_a: pd.Series, daily_b: pd.Series, lags: int) -> di
     return {"mean_a": float(a[ok].mean()) if ok.any() else np.nan, "mean_b": float(b[ok].mean()) if ok.any() else np.nan,
             "mean_diff": nw["mean"], "se": nw["se"], "t": nw["t"], "p": nw["p"], "days": nw["n"], "lags": nw["lags"]}
 
+# %% ../nbs/65_compare.ipynb #4a19bee5
+def valid_rank_ic(run: Run, targets: list[str], min_stocks: int) -> dict[str, float]:
+    """Per target, the run's validation RankIC: each fold's mean daily RankIC over its valid rows (`split == "valid"`),
+    averaged over the folds; NaN where the run holds no valid rows of the target."""
+    d = run.config.data
+    valid = run.predictions[run.predictions.split == "valid"]
+    table = ic_table(valid, targets, min_stocks, fold_col="fold", date_col=d.date_col, time_col=d.time_col)
+    folds = summarize(table, ["target", "fold"], d.date_col)
+    return {t: float(folds[folds.target == t].RankIC.mean()) if len(folds) else np.nan for t in targets}
+
 # %% ../nbs/65_compare.ipynb #c5e7a9b1
-FIGURES = ["IC", "RankIC", "RankICIR", "long-short", "long-only net IR", "turnover"]   # per run and target, mean ± std over seeds
+FIGURES = ["valid RankIC", "IC", "RankIC", "RankICIR", "long-short", "long-only net IR", "turnover"]   # mean ± std over seeds
 
 def run_figures(run: Run, targets: list[str], settings: Config) -> tuple[dict, dict]:
-    """`{target: {figure: value}}` of one run's OOS rows (`FIGURES`) and `{target: daily OOS RankIC series}`, with the
-    `report` and `backtest` sections of `settings`."""
+    """`{target: {figure: value}}` of one run (`FIGURES`: its validation RankIC, then the figures of its OOS rows) and
+    `{target: daily OOS RankIC series}`, with the `report` and `backtest` sections of `settings`."""
     d, oos, rc = run.config.data, run.oos, settings.report
     keys = dict(date_col=d.date_col, time_col=d.time_col)
     table = ic_table(oos, targets, rc.min_stocks, fold_col="fold", **keys)
     summary = summarize(table, ["target"], d.date_col).set_index("target")
     rows, _ = trading_points(run)
+    valid = valid_rank_ic(run, targets, rc.min_stocks)
     figures, daily = {}, {}
     for t in targets:
         ls = long_short(quantile_frame(oos, f"pred_{t}", t, rc.quantiles, min_stocks=rc.min_stocks, **keys), d.date_col).long_short
         days = trading_days(rows, t, sid_col=d.sid_col, luld_col=d.luld_col, **keys)
         bt = backtest_summary(simulate(days, dataclasses.replace(settings.backtest, target=t, mode="long_only")))
         s = summary.loc[t] if t in summary.index else pd.Series(dtype=float)
-        figures[t] = {"IC": s.get("IC", np.nan), "RankIC": s.get("RankIC", np.nan), "RankICIR": s.get("RankICIR", np.nan),
-                      "long-short": float(ls.mean()) if len(ls) else np.nan, "long-only net IR": bt["ir"], "turnover": bt["turnover"]}
+        figures[t] = {"valid RankIC": valid[t], "IC": s.get("IC", np.nan), "RankIC": s.get("RankIC", np.nan),
+                      "RankICIR": s.get("RankICIR", np.nan), "long-short": float(ls.mean()) if len(ls) else np.nan,
+                      "long-only net IR": bt["ir"], "turnover": bt["turnover"]}
         daily[t] = daily_ic(table[table.target == t], d.date_col).rank_ic
     return figures, daily
 
@@ -163,6 +194,8 @@ class Comparison:
     daily: dict                     # {target: date x row label frame of daily OOS RankIC (a row's: its seed mean)}
     days: int                       # OOS days every run covers
     settings: dict                  # quantiles, min_stocks, topk, n_drop, open_cost_bps, close_cost_bps
+    picks: dict                     # {target: its validation pick's label}; no key where no row has a validation RankIC
+    peer_settings: dict | None      # `peer_settings(rows)`: the LightGBM peer's, None without a peer's run
     notes: list[str] = field(default_factory=list)
 
 # %% ../nbs/65_compare.ipynb #339f6221
@@ -174,6 +207,12 @@ def _reference(rows: list[Row], reference) -> Row:
     for r in rows:
         if p in [x.resolve() for x in r.runs]: return r
     raise InputError(f"reference {str(reference)!r}: no such row or run (rows: {', '.join(r.label for r in rows)})")
+
+# %% ../nbs/65_compare.ipynb #be70e2ce
+def validation_picks(table: pd.DataFrame) -> dict[str, str]:
+    "Per target, the `row` of `table` (one line per target and row) with the highest `valid RankIC`; only that column is read."
+    ok = table[np.isfinite(table["valid RankIC"].to_numpy(np.float64))]
+    return {t: g.row.iloc[int(np.argmax(g["valid RankIC"].to_numpy()))] for t, g in ok.groupby("target", sort=False)}
 
 # %% ../nbs/65_compare.ipynb #f94ef58a
 def compare(sources, reference=None, overrides: Sequence[str] = ()) -> Comparison:
@@ -216,27 +255,61 @@ def compare(sources, reference=None, overrides: Sequence[str] = ()) -> Compariso
                 line |= {"ΔRankIC": pt["mean_diff"], "HAC t": pt["t"], "p": pt["p"], "p x N": min(1.0, pt["p"] * tried),
                          "lag": pt["lags"], "days": pt["days"]}
             lines.append(line)
-    return Comparison(rows, targets, ref.label, tried, pd.DataFrame(lines), per_run, daily, days, settings, notes)
+    table = pd.DataFrame(lines)
+    return Comparison(rows, targets, ref.label, tried, table, per_run, daily, days, settings, validation_picks(table),
+                      peer_settings(rows), notes)
 
 # %% ../nbs/65_compare.ipynb #f4b6d8e0
-FORMATS = {"IC": "{:.4f}", "RankIC": "{:.4f}", "RankICIR": "{:.3f}", "long-short": "{:.3g}", "long-only net IR": "{:.2f}",
-           "turnover": "{:.3f}", "ΔRankIC": "{:+.4f}", "HAC t": "{:+.2f}", "p": "{:.3f}", "p x N": "{:.3f}", "lag": "{:.0f}",
+FORMATS = {"valid RankIC": "{:.4f}", "IC": "{:.4f}", "RankIC": "{:.4f}", "RankICIR": "{:.3f}", "long-short": "{:.3g}",
+           "long-only net IR": "{:.2f}", "turnover": "{:.3f}", "ΔRankIC": "{:+.4f}", "HAC t": "{:+.2f}", "p": "{:.3f}", "p x N": "{:.3f}", "lag": "{:.0f}",
            "days": "{:.0f}"}
 
 def _fmt(v, f: str) -> str: return "–" if v is None or not np.isfinite(v) else f.format(v)
 
 # %% ../nbs/65_compare.ipynb #9e936f81
 def display_table(cmp: Comparison, target: str) -> pd.DataFrame:
-    "One target's lines as strings: `mean ± std` per figure, seeds, and the paired test against the reference."
+    "One target's lines as strings: `mean ± std` per figure, seeds, the validation pick, and the paired test against the reference."
     out = []
     for _, l in cmp.table[cmp.table.target == target].iterrows():
-        line = {"row": l.row, "kind": l.kind, "config": l.config, "seeds": int(l.n)}
+        line = {"row": l.row, "kind": l.kind, "config": l.config, "seeds": int(l.n),
+                "pick": "✓" if cmp.picks.get(target) == l.row else ""}
         for k in FIGURES:
             line[k] = _fmt(l[k], FORMATS[k]) + ("" if not np.isfinite(l[f"{k} std"]) else " ± " + _fmt(l[f"{k} std"], FORMATS[k]))
         for k in TEST_COLUMNS:
             line[k] = "reference" if l.row == cmp.reference and k == "ΔRankIC" else ("" if l.row == cmp.reference else _fmt(l[k], FORMATS[k]))
         out.append(line)
     return pd.DataFrame(out).set_index("row")
+
+# %% ../nbs/65_compare.ipynb #643c1c24
+def pick_line(cmp: Comparison, target: str) -> str:
+    "The page's line on `target`'s validation pick: its validation RankIC, its OOS RankIC and its rank among the rows on OOS."
+    label = cmp.picks.get(target)
+    if label is None: return "validation pick: none (no row's runs hold validation rows)"
+    tab = cmp.table[cmp.table.target == target].set_index("row")
+    pick, oos = tab.loc[label], tab.RankIC.dropna()
+    rank = int((oos > pick.RankIC).sum()) + 1 if np.isfinite(pick.RankIC) else "–"
+    return (f"validation pick: {label} ({pick.config}): valid RankIC {_fmt(pick['valid RankIC'], FORMATS['valid RankIC'])}; "
+            f"its OOS RankIC {_fmt(pick.RankIC, FORMATS['RankIC'])}, rank {rank} of {len(oos)} rows on OOS")
+
+# %% ../nbs/65_compare.ipynb #a421e9dc
+def sweep_validation_picks(sweep_dir) -> list[str]:
+    "`ff sweep`'s last lines: per target, the grid point with the highest validation RankIC over its finished seeds."
+    index = json.loads((Path(sweep_dir) / SWEEP_INDEX).read_text())
+    if not any(r.get("kind") == "model" and r.get("status") == "finished" for r in index.get("runs", [])): return []
+    per_run = []
+    for row in (r for r in read_sweep(sweep_dir)[0] if r.kind == "model"):
+        for run_dir in row.runs:
+            run = load_run(run_dir)
+            per_run += [{"target": t, "row": row.label, "config": row.config, "valid RankIC": v}
+                        for t, v in valid_rank_ic(run, run.targets, run.config.report.min_stocks).items()]
+    points = (pd.DataFrame(per_run).groupby(["target", "row", "config"], sort=False)["valid RankIC"]
+              .agg(["mean", "count"]).reset_index())
+    lines = []
+    for t, label in validation_picks(points.rename(columns={"mean": "valid RankIC"})).items():
+        p = points[(points.target == t) & (points.row == label)].iloc[0]
+        seeds = f"{p['count']} seed" + ("s" if p["count"] > 1 else "")
+        lines.append(f"validation pick {t}: {label} ({p.config}): valid RankIC {p['mean']:.4f} over {seeds}")
+    return lines
 
 # %% ../nbs/65_compare.ipynb #c7e9a1b3
 KIND_COLORS = {"model": "tab:blue", "ensemble": "tab:green", "peer": "tab:orange", "run": "tab:blue"}

@@ -87,6 +87,17 @@ def write_example_run(run_dir, days: int = 30, stocks: int = 60, snapshots: int 
     return run_dir
 
 
+def label_valid(run_dir, days: int = 3) -> Path:
+    """Relabel the last `days` train days of each fold of a fabricated run (`write_example_run`) as that fold's valid
+    days (`split == "valid"`), as the trainer's folds have them: a run whose predictions hold validation rows."""
+    path = Path(run_dir) / "predictions.parquet"
+    preds = pd.read_parquet(path)
+    for _, rows in preds[preds.split == "train"].groupby("fold"):
+        preds.loc[rows.index[rows.date.isin(np.sort(rows.date.unique())[-days:])], "split"] = "valid"
+    with atomic_target(path) as tmp: preds.to_parquet(tmp, index=False)
+    return Path(run_dir)
+
+
 def write_fold_records(run_dir, folds, data=None) -> None:
     """`checkpoints/fold<NNN>.json` of each `(fold, train days, test days)`, as the trainer writes them (the fields a
     comparison reads): the days and every day file's size, mtime_ns and SHA-256, real ones when `data` holds the files."""

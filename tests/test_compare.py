@@ -10,7 +10,7 @@ import pytest
 from factor_forecasting.compare import COMPARE_PAGE, SWEEP_INDEX, render_compare
 from factor_forecasting.config import SynthConfig
 from factor_forecasting.synthetic import write_synthetic
-from support import write_example_run
+from support import label_valid, write_example_run
 
 CHROMIUM = "/usr/bin/chromium"
 FF = str(Path(sys.executable).parent / "ff")
@@ -18,10 +18,15 @@ RUNS = [("p00_s0", "model", "p00", 0), ("p00_s1", "model", "p00", 1), ("p01_s0",
         ("p01_s1", "model", "p01", 1), ("lightgbm_s0", "peer", "lightgbm", 0), ("p00_ensemble", "ensemble", "p00", None)]
 
 
+PEER = {"peer": "lightgbm", "lightgbm_version": "4.6.0", "seed": 0, "params": {"objective": "regression", "seed": 0},
+        "num_boost_round": 500, "early_stopping_rounds": 30, "features": {"recipe": "f, f_lag{l}", "lags": [1, 2], "window": 8}}
+
+
 def write_sweep(root):
     "A sweep directory of fabricated runs (same OOS days, different seeds) and its sweep.json."
     for i, (name, *_) in enumerate(RUNS):
-        write_example_run(root / name, days=20, stocks=40, seed=10 + i)
+        label_valid(write_example_run(root / name, days=20, stocks=40, seed=10 + i))
+    (root / "lightgbm_s0" / "peer.json").write_text(json.dumps(PEER))
     index = {"name": "example", "base": "cpu_demo", "overrides": [], "seeds": [0, 1], "peers": ["lightgbm"], "configs_tried": 2,
              "points": [{"id": "p00", "label": "model.name=tcn_attention", "overrides": ["model.name=tcn_attention"]},
                         {"id": "p01", "label": "model.name=gru", "overrides": ["model.name=gru"]}],
@@ -40,8 +45,10 @@ def test_page_holds_the_table_the_test_and_the_figures(page):
     assert page.name == COMPARE_PAGE and page.with_suffix(".ipynb").exists()
     assert "OOS figures and the paired test against the reference" in html
     for text in ("HAC t", "ΔRankIC", "p x N", "configs tried: 2", "reference <strong>lightgbm</strong>", "p00 ensemble",
-                 "model.name=gru", "RankICIR", "long-only net IR", "turnover", "long-short", "intra30m", "nextT1d", " ± "):
+                 "model.name=gru", "RankICIR", "long-only net IR", "turnover", "long-short", "intra30m", "nextT1d", " ± ",
+                 "valid RankIC", "✓", "LightGBM 4.6.0", "at most 500 trees", "after 30 rounds", "lags [1, 2] snapshots, window 8"):
         assert text in html, text
+    assert html.count("validation pick: ") == 2 and " rows on OOS" in html   # one line per target
     assert html.count("data:image/png;base64") >= 2                    # cumulative RankIC, bars with seed error bars
     assert "<script src=" not in html and "Traceback" not in html      # self-contained, and nothing raised
     assert "def " not in html                                          # inputs hidden

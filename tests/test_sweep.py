@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import yaml
 from support import write_tiny
 
 FF = str(Path(sys.executable).parent / "ff")
@@ -60,7 +61,12 @@ def reference(tmp_path_factory):
 def test_sweep_finishes_and_is_indexed(reference):
     d, res = reference
     sweep_dir = d / "sweeps" / "ref"
-    assert res.stdout.strip() == f"sweep ref: 8 finished, 0 failed, 0 waiting -> {sweep_dir / 'sweep.json'}", res.stdout
+    summary, *picks = res.stdout.strip().splitlines()
+    assert summary == f"sweep ref: 8 finished, 0 failed, 0 waiting -> {sweep_dir / 'sweep.json'}", res.stdout
+    targets = yaml.safe_load((sweep_dir / "p00_s0" / "config.yaml").read_text())["data"]["targets"]
+    assert [p.split(": ")[0] for p in picks] == [f"validation pick {t}" for t in targets], res.stdout    # the winner on validation
+    assert all(p.split(": ")[1] in ("p00 (model.name=tcn_attention)", "p01 (model.name=linear)") and p.endswith(" over 2 seeds")
+               for p in picks), res.stdout
     index = json.loads((sweep_dir / "sweep.json").read_text())
     assert index["configs_tried"] == 2 and [p["label"] for p in index["points"]] == ["model.name=tcn_attention", "model.name=linear"]
     assert [(r["dir"], r["kind"], r["point"], r["seed"], r["status"]) for r in index["runs"]] == [

@@ -23,8 +23,8 @@ from .atomic import atomic_target
 from .config import ConfigError, InputError
 
 # %% auto #0
-__all__ = ['STOP', 'TORCHRUN_PID_ENV', 'Dist', 'init_distributed', 'first_start', 'all_sum', 'on_rank0', 'Stopped', 'StopRequest',
-           'stop_requested', 'torchrun_parent', 'watch_parent', 'report_failure', 'exit_now']
+__all__ = ['STOP_SIGNALS', 'STOP', 'TORCHRUN_PID_ENV', 'Dist', 'init_distributed', 'first_start', 'all_sum', 'on_rank0',
+           'Stopped', 'StopRequest', 'stop_requested', 'torchrun_parent', 'watch_parent', 'report_failure', 'exit_now']
 
 # %% ../nbs/50_distributed.ipynb #ad0a9d83
 @dataclass
@@ -93,7 +93,7 @@ def on_rank0(fn, job: Dist, share: bool = False):
 
 # %% ../nbs/50_distributed.ipynb #425bb594
 class Stopped(Exception):
-    "The job was asked to stop (SIGTERM or SIGINT); a rerun of the same command resumes it."
+    "The job was asked to stop (SIGTERM, SIGINT or SIGHUP); a rerun of the same command resumes it."
     def __init__(self, signum: int, at: str | None = None):
         self.signum = signum
         by = signal.Signals(signum).name if signum else "a signal to another process of the job"
@@ -104,16 +104,18 @@ class Stopped(Exception):
     def exit_code(self) -> int: return 128 + (self.signum or signal.SIGTERM)
 
 # %% ../nbs/50_distributed.ipynb #0824782a
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 class StopRequest:
-    "SIGTERM / SIGINT: inside `deferred()` (the training loop) noted for the next step; elsewhere, or a second time, `Stopped` at once."
+    "A stop signal: inside `deferred()` (the training loop) noted for the next step; elsewhere, or a second SIGINT, `Stopped` at once."
     def __init__(self): self.signum, self.deferring = 0, False
 
     def handle(self, signum, frame=None):
-        again, self.signum = self.signum, signum
-        if again or not self.deferring: raise Stopped(signum)
+        again, self.signum = self.signum != 0, self.signum or signum          # the first signal names the stop
+        if not self.deferring or (again and signum == signal.SIGINT): raise Stopped(self.signum)
 
     def install(self) -> None:
-        for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, self.handle)
+        for s in STOP_SIGNALS: signal.signal(s, self.handle)
 
     @contextlib.contextmanager
     def deferred(self):

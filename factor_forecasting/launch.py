@@ -22,7 +22,7 @@ import psutil
 from .backtest import check_backtest
 from .config import Config, InputError
 from .config_files import load_config
-from .distributed import TORCHRUN_PID_ENV
+from .distributed import STOP_SIGNALS, TORCHRUN_PID_ENV
 from .pipeline_runner import execute_pipeline, failed_notebook, pipeline_path
 from .model import model_context
 from .run_lock import LOCK_ENV, check_job_lock, lock_job
@@ -35,9 +35,9 @@ from .market import weekdays
 
 # %% auto #0
 __all__ = ['GRACEFUL_STOP_S', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
-           'check_data', 'torchrun_command', 'torchrun_main', 'config_source', 'Launch', 'check_outside_data',
-           'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command', 'job_launchers', 'forwarding_stops',
-           'run_pipeline', 'oos_headline', 'demo']
+           'check_data', 'torchrun_command', 'torchrun_stops', 'torchrun_main', 'config_source', 'Launch',
+           'check_outside_data', 'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command',
+           'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline', 'demo']
 
 # %% ../nbs/70_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -155,8 +155,20 @@ def _failure_line(rank: int, failure) -> tuple[str | None, int]:
     code = failure.exitcode if failure.exitcode >= 0 else 128 - failure.exitcode
     if message: return f"ff: error: {message}", code
     if failure.exitcode < 0: return f"ff: error: rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}", code
-    if code in (128 + signal.SIGTERM, 128 + signal.SIGINT): return None, code      # a stop on request: the trainer said so
+    if code in [128 + s for s in STOP_SIGNALS]: return None, code       # a stop on request: the trainer said so
     return f"ff: error: rank {rank} (pid {failure.pid}) exited with status {code}", code
+
+# %% ../nbs/70_launch.ipynb #079d93cc
+def torchrun_stops(exception: type, workers=lambda: psutil.Process().children()):
+    "torchrun's handler of `STOP_SIGNALS`: the first raises `exception` (torch's `SignalException`: the agent stops the workers); a later one is passed on to `workers()` as it is."
+    first = []
+    def handle(signum, frame=None):
+        if not first:
+            first.append(signum)
+            raise exception(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
+        for w in workers():
+            with contextlib.suppress(psutil.Error): w.send_signal(signum)
+    return handle
 
 # %% ../nbs/70_launch.ipynb #d0948409
 def torchrun_main(argv: list[str] | None = None) -> int:
@@ -168,6 +180,8 @@ def torchrun_main(argv: list[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ[TORCHRUN_PID_ENV] = str(os.getpid())
+    args.signals_to_handle = "SIGQUIT"                       # the stop signals are handled here instead (`torchrun_stops`)
+    for s in STOP_SIGNALS: signal.signal(s, torchrun_stops(SignalException))
     if _job_log_level(args.training_script_args) != "DEBUG":     # the elastic agent's log lines (torch gives them a handler)
         for handler in logging.getLogger("torch.distributed").handlers: handler.setLevel(logging.CRITICAL)
     try:

@@ -57,6 +57,12 @@ def _run_config(run_dir: Path) -> str:
     run = RunDir(run_dir)
     return "lightgbm peer" if run.peer_record.exists() else load_config(run.config).model.name
 
+# %% ../nbs/65_compare.ipynb #f45be55d
+def _run_kind(run_dir: Path) -> str:
+    "A run directory's row kind: `peer` (a LightGBM peer's: the default reference), `ensemble` (holding `ensemble.json`), else `run`."
+    run = RunDir(run_dir)
+    return "peer" if run.peer_record.exists() else "ensemble" if run.ensemble_record.exists() else "run"
+
 # %% ../nbs/65_compare.ipynb #708312db
 def read_sweep(sweep_dir) -> tuple[list[Row], int, list[str]]:
     "The rows of a sweep directory (finished runs only), its `configs_tried`, and a note per run left out."
@@ -96,7 +102,7 @@ def resolve_sources(sources) -> tuple[list[Row], int, list[str], bool]:
     names = [s.name for s in sources]
     labels = [n if names.count(n) == 1 else f"{s.parent.name}/{n}" for s, n in zip(sources, names)]
     if len(set(labels)) < len(labels): raise InputError(f"a run directory is given twice: {', '.join(map(str, sources))}")
-    rows = [Row(l, "run", _run_config(s), [s], [load_config(RunDir(s).config).run.seed])
+    rows = [Row(l, _run_kind(s), _run_config(s), [s], [load_config(RunDir(s).config).run.seed])
             for l, s in zip(labels, sources)]
     return rows, len(rows), [], False
 

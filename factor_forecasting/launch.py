@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from .backtest import check_backtest
+from .loss import check_loss
 from .config import Config, InputError
 from .config_files import load_config
 from .distributed import STOP_SIGNALS, TORCHRUN_PID_ENV
@@ -236,6 +237,7 @@ def prepare_launch(config, overrides=(), run_name=None, nproc_per_node=None, nno
     cfg = load_config(source, overrides)
     label = source if Path(source).is_file() else f"preset `{source}`"
     check_backtest(cfg.backtest, cfg.data.targets, label)   # the report's backtest, before hours of training
+    check_loss(cfg.loss, cfg.data.targets, label)           # the loss's target weights, before torchrun starts
     n = preflight(cfg, nproc_per_node, label, gpus)
     check_outside_data(cfg.run_dir, cfg.data.path)
     check_data(cfg)

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import Config, ConfigError, check_section
 
 # %% auto #0
-__all__ = ['cross_section_pearson', 'cross_section_ranks', 'CrossSectionLoss', 'build_loss']
+__all__ = ['cross_section_pearson', 'cross_section_ranks', 'CrossSectionLoss', 'check_loss', 'build_loss']
 
 # %% ../nbs/21_loss.ipynb #4bb58e17
 _TINY = 1e-30
@@ -124,12 +124,19 @@ class CrossSectionLoss:
             comps |= {f"rank_ic/{t}": ric[k] for k, t in enumerate(self.targets)}
         return (tw * per_target).sum(), {k: v.detach() for k, v in comps.items()}
 
+# %% ../nbs/21_loss.ipynb #224bb199
+def check_loss(lc, targets: list[str], source: str = "the loss config") -> None:
+    "`ConfigError` naming a `loss` key that cannot work: a target weight for a target not in `targets`, a value out of range."
+    for t in lc.target_weights:
+        if t not in targets:
+            raise ConfigError(f"`loss.target_weights.{t}` in {source}: not one of data.targets ({', '.join(targets)}); a preset's "
+                              "weights stay unless replaced: set loss.target_weights={...} for your targets ({} for none)")
+    check_section(lc, "loss.", source)               # types and ranges, also for a config built in code
+
 # %% ../nbs/21_loss.ipynb #ede8600a
 def build_loss(cfg: Config) -> CrossSectionLoss:
     "The loss of `cfg.loss` for the targets `cfg.data.targets`."
     lc, targets = cfg.loss, cfg.data.targets
-    for t in lc.target_weights:
-        if t not in targets: raise ConfigError(f"`loss.target_weights.{t}`: not one of data.targets ({', '.join(targets)})")
-    check_section(lc, "loss.", "the loss config")      # types and ranges, also for a config built in code
+    check_loss(lc, targets)
     return CrossSectionLoss(targets, lc.regression, lc.regression_weight, lc.huber_delta, lc.ic_weight, lc.rank_ic_weight,
                             lc.soft_rank_temperature, lc.target_weights, lc.sample_weight, lc.min_stocks)

@@ -75,10 +75,17 @@ def _resolve_source(path_or_preset, relative_to: Path | None = None) -> Path:
     raise ConfigError(f"config file not found: {p}")
 
 # %% ../nbs/01_config_files.ipynb #df6569a4
-def _deep_merge(base: dict, top: dict) -> dict:
+def _is_section(cls, key: str) -> bool:
+    "Whether `key` of dataclass `cls` is a section (a dataclass: merged key by key through `base:`), not one setting."
+    hints = _hints(cls) if dataclasses.is_dataclass(cls) else {}
+    return key not in hints or dataclasses.is_dataclass(hints[key])     # unknown keys: merged, then refused by name
+
+def _deep_merge(base: dict, top: dict, cls=Config) -> dict:
+    "`top` over `base`: sections merge; a setting whose value is a mapping (`loss.target_weights`) is replaced whole."
     out = dict(base)
     for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and _is_section(cls, k)
+        out[k] = _deep_merge(out[k], v, _hints(cls).get(k) if dataclasses.is_dataclass(cls) else None) if merge else v
     return out
 
 # %% ../nbs/01_config_files.ipynb #f251d8f8

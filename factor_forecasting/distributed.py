@@ -107,12 +107,13 @@ class Stopped(Exception):
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 class StopRequest:
-    "A stop signal: inside `deferred()` (the training loop) noted for the next step; elsewhere, or a second SIGINT, `Stopped` at once."
+    "A stop signal: inside `deferred()` (the training loop) noted for the next step; elsewhere, or a second SIGINT, `Stopped` at once; a repeated SIGTERM or SIGHUP: ignored."
     def __init__(self): self.signum, self.deferring = 0, False
 
     def handle(self, signum, frame=None):
         again, self.signum = self.signum != 0, self.signum or signum          # the first signal names the stop
-        if not self.deferring or (again and signum == signal.SIGINT): raise Stopped(self.signum)
+        if again and signum != signal.SIGINT: return                         # a supervisor's repeat: the stop is under way
+        if again or not self.deferring: raise Stopped(self.signum)
 
     def install(self) -> None:
         for s in STOP_SIGNALS: signal.signal(s, self.handle)

@@ -161,13 +161,14 @@ def _failure_line(rank: int, failure) -> tuple[str | None, int]:
 
 # %% ../nbs/70_launch.ipynb #079d93cc
 def torchrun_stops(exception: type, workers=lambda: psutil.Process().children()):
-    "torchrun's handler of `STOP_SIGNALS`: the first raises `exception` (torch's `SignalException`: the agent stops the workers); a later one is passed on to `workers()` as it is."
+    "torchrun's handler of `STOP_SIGNALS`: the first raises `exception` (torch's `SignalException`: the agent stops the workers); a later one is passed on to `workers()` as it is (raised again while there are none)."
     first = []
     def handle(signum, frame=None):
-        if not first:
+        running = workers() if first else []
+        if not running:                                   # the first, or no worker to pass it to: the agent stops
             first.append(signum)
             raise exception(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
-        for w in workers():
+        for w in running:
             with contextlib.suppress(psutil.Error): w.send_signal(signum)
     return handle
 
@@ -182,9 +183,10 @@ def torchrun_main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ[TORCHRUN_PID_ENV] = str(os.getpid())
     args.signals_to_handle = "SIGQUIT"                       # the stop signals are handled here instead (`torchrun_stops`)
-    for s in STOP_SIGNALS: signal.signal(s, torchrun_stops(SignalException))
     if _job_log_level(args.training_script_args) != "DEBUG":     # the elastic agent's log lines (torch gives them a handler)
         for handler in logging.getLogger("torch.distributed").handlers: handler.setLevel(logging.CRITICAL)
+    stop = torchrun_stops(SignalException)                  # one handler: the first of any stop signal starts the stop
+    for s in STOP_SIGNALS: signal.signal(s, stop)
     try:
         run(args)
         return 0

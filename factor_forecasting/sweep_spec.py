@@ -18,6 +18,8 @@ import factor_forecasting
 from .config import ConfigError, InputError
 from .config_files import DuplicateKey, load_config, load_yaml
 from .launch import check_data, preflight
+from .backtest import check_backtest
+from .loss import check_loss
 
 # %% auto #0
 __all__ = ['PEERS', 'SWEEP_KEYS', 'SweepSpec', 'Point', 'grid_points', 'run_config', 'validate_spec', 'load_spec', 'SweepRun',
@@ -116,6 +118,8 @@ def validate_spec(spec: SweepSpec, sweep_dir) -> None:
         for seed in spec.seeds:
             try:
                 cfg = run_config(spec, point.overrides, seed, sweep_dir, f"{point.id}_s{seed}")
+                check_loss(cfg.loss, cfg.data.targets, f"grid point {point.id}")          # what the launch checks
+                check_backtest(cfg.backtest, cfg.data.targets, f"grid point {point.id}")  # before torchrun starts
                 # what preflight and check_data read: the data, the folds, and the device and processes per node
                 data_key = json.dumps([asdict(cfg.data), asdict(cfg.rolling), cfg.trainer.device, cfg.run.nproc_per_node,
                                        cfg.report.min_stocks], default=str)

@@ -75,17 +75,12 @@ def _resolve_source(path_or_preset, relative_to: Path | None = None) -> Path:
     raise ConfigError(f"config file not found: {p}")
 
 # %% ../nbs/01_config_files.ipynb #df6569a4
-def _is_section(cls, key: str) -> bool:
-    "Whether `key` of dataclass `cls` is a section (a dataclass: merged key by key through `base:`), not one setting."
-    hints = _hints(cls) if dataclasses.is_dataclass(cls) else {}
-    return key not in hints or dataclasses.is_dataclass(hints[key])     # unknown keys: merged, then refused by name
-
 def _deep_merge(base: dict, top: dict, cls=Config) -> dict:
-    "`top` over `base`: sections merge; a setting whose value is a mapping (`loss.target_weights`) is replaced whole."
-    out = dict(base)
+    "`top` over `base`: sections (dataclasses of `cls`) merge key by key; a setting whose value is a mapping (`loss.target_weights`) is replaced whole."
+    hints, out = (_hints(cls) if dataclasses.is_dataclass(cls) else {}), dict(base)
     for k, v in top.items():
-        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and _is_section(cls, k)
-        out[k] = _deep_merge(out[k], v, _hints(cls).get(k) if dataclasses.is_dataclass(cls) else None) if merge else v
+        section = k not in hints or dataclasses.is_dataclass(hints[k])      # unknown keys: merged, then refused by name
+        out[k] = _deep_merge(out[k], v, hints.get(k)) if section and isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 # %% ../nbs/01_config_files.ipynb #f251d8f8

@@ -57,7 +57,7 @@ def median_spread(values) -> tuple[float, float]:
 # %% ../nbs/81_bench.ipynb #8d119ed6
 def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: float, seed: int, device: str,
                    sampling: str) -> dict:
-    "Samples and seconds of the cold, cached and warm epochs of `sampling` (its own empty day cache), and bytes per window."
+    "Samples and seconds of the cold (no day cache, the default), filling, cached and warm epochs of `sampling`, and bytes per window."
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     def epoch(ds, e):
         ds.set_epoch(e)
@@ -65,16 +65,17 @@ def _loader_epochs(path, days, seq_len: int, batch_size: int, memory_budget_gb: 
         for b in ds: n += len(b)
         sync(); return n, time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as cache:
-        cfg = config_from_dict({"data": {"path": str(path), "seq_len": seq_len, "memory_budget_gb": memory_budget_gb,
-                                         "num_workers": 0, "cache_dir": cache, "sampling": sampling},
-                                "trainer": {"batch_size": batch_size}, "run": {"seed": seed}})
-        make = lambda: PanelDataset(cfg, days, device=device, context=seq_len)
-        n, cold_s = epoch(make(), 0)                   # from the files (and filling the day cache)
-        ds = make()
+        make = lambda cache_dir: PanelDataset(config_from_dict({
+            "data": {"path": str(path), "seq_len": seq_len, "memory_budget_gb": memory_budget_gb, "num_workers": 0,
+                     "cache_dir": cache_dir, "sampling": sampling},
+            "trainer": {"batch_size": batch_size}, "run": {"seed": seed}}), days, device=device, context=seq_len)
+        n, cold_s = epoch(make(None), 0)               # from the files, no day cache (`data.cache_dir` null, the default)
+        _, filling_s = epoch(make(cache), 0)           # from the files, writing the day cache
+        ds = make(cache)
         _, cached_s = epoch(ds, 1)                     # a fresh dataset: chunks from the day cache
         _, warm_s = epoch(ds, 2)                       # chunks already in memory
     per_row = ds.feature_dtype.itemsize * seq_len * len(ds.columns.features)    # bytes of one window
-    return {"samples": n, "cold_s": cold_s, "cached_s": cached_s, "warm_s": warm_s, "bytes_per_row": per_row, "dataset": ds}
+    return {"samples": n, "cold_s": cold_s, "filling_s": filling_s, "cached_s": cached_s, "warm_s": warm_s, "bytes_per_row": per_row, "dataset": ds}
 
 # %% ../nbs/81_bench.ipynb #ccafdcf7
 def _cold_stages(path, seq_len: int) -> dict[str, float]:
@@ -112,7 +113,7 @@ def _loader_figures(runs: list[dict], rates: list[float]) -> dict:
         pre = "" if sampling == "sequence" else "window_"
         n = runs[0][sampling]["samples"]
         out.update({f"{pre}samples": n, f"{pre}steps": runs[0][sampling]["dataset"].steps_per_epoch})
-        for epoch, suffix in (("cold_s", ""), ("cached_s", "_cached"), ("warm_s", "_warm")):
+        for epoch, suffix in (("cold_s", ""), ("filling_s", "_filling"), ("cached_s", "_cached"), ("warm_s", "_warm")):
             per_s = [n / r[sampling][epoch] for r in runs]
             out[f"{pre}samples_per_s{suffix}"] = median_spread(per_s)[0]
             ratio, spread = median_spread([v / ((a + b) / 2) for v, a, b in zip(per_s, rates, rates[1:])])
@@ -126,7 +127,7 @@ def _loader_figures(runs: list[dict], rates: list[float]) -> dict:
 def bench_loader(path=None, stocks: int = 1000, days: int = 40, snapshots: int = 8, features: int = 100,
                  seq_len: int = 60, batch_size: int = 16, memory_budget_gb: float = 4.0, seed: int = 0,
                  device: str = "cpu", repeats: int = 5) -> dict:
-    "Raw parquet decode rate vs the loader's delivered samples/s on the same files, both sampling modes (cold, cached, warm): medians of `repeats`; the cold stages; peak RSS."
+    "Raw parquet decode rate vs the loader's delivered samples/s on the same files, both sampling modes (cold, filling, cached, warm): medians of `repeats`; the cold stages; peak RSS."
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"bench loader --device cuda: torch {torch.__version__} sees no GPU on this machine")
     if repeats < 1: raise ConfigError(f"bench loader: repeats must be >= 1 (got {repeats})")

@@ -113,34 +113,37 @@ def _scratch(name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
     return buf[:n].reshape(shape)
 
 # %% ../nbs/12_panel.ipynb #5e601231
-def _median_pads(n: np.ndarray) -> tuple[np.ndarray, int]:
-    """Pads `[rows, P]` and a rank `K`: a row of `n` finite values (its others NaN, which a partition puts last) with its
-    pads appended has its lower median at rank `K` (the pads: `K - (n - 1) // 2` of -inf, then +inf). `K` < 0: no values."""
-    half = (n - 1) // 2                                       # the lower median's rank among the row's finite values
-    K = int(half.max(initial=-1))
-    lows = K - half
-    return np.where(np.arange(int(lows.max(initial=0))) < lows[:, None], np.float32(-np.inf), np.float32(np.inf)), K
+def _lower_medians(s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    "Each row's lower median, its value of rank `(n - 1) // 2`: `s` `[rows, stocks]` sorted per row (NaN last), `n` its finite values (none: NaN)."
+    med = s[np.arange(len(s)), np.maximum(n - 1, 0) // 2]
+    med[n == 0] = np.nan
+    return med
 
 # %% ../nbs/12_panel.ipynb #d3218b50
-def _select_rank(work: np.ndarray, pads: np.ndarray, K: int) -> np.ndarray:
-    "The rank-`K` value of each row of `work` `[rows, S + P]`: its first `S` columns the caller's values (NaN where missing), then `pads` (written here)."
-    work[:, work.shape[1] - pads.shape[1]:] = pads
-    work.partition(K, axis=-1)                               # a selection (introselect): NaN goes last
-    return work[:, K].copy()
+def _median_deviation(s: np.ndarray, n: np.ndarray, med: np.ndarray) -> np.ndarray:
+    """Each row's lower median of `|x - med|` (the MAD) over its `n` finite values, from `s` sorted per row. Below the
+    median the deviations `L_i = |s[h - i] - med|` (i = 0..h, h = (n - 1) // 2) rise with i, above it `R_j = |s[h + 1 + j] - med|`
+    rise with j: the rank-h deviation is the largest of the `h + 1` smallest of two sorted runs, found by a binary search
+    on how many come from L (`a`; R gives `h + 1 - a`). The deviations are float32 `x - med`, as the z-score's."""
+    rows, last, take = np.arange(len(s)), s.shape[1] - 1, np.maximum(n - 1, 0) // 2 + 1     # take = h + 1
+    L = lambda i: np.abs(s[rows, np.clip(take - 1 - i, 0, last)] - med)
+    R = lambda j: np.abs(s[rows, np.clip(take + j, 0, last)] - med)
+    lo, hi = np.maximum(0, 2 * take - n), take               # a in [lo, hi]: R holds n - take deviations
+    while (open_ := lo < hi).any():                          # the least `a` whose next L is >= the last R taken
+        a = (lo + hi) // 2
+        enough = (a == take) | (R(take - a - 1) <= L(a))
+        hi, lo = np.where(open_ & enough, a, hi), np.where(open_ & ~enough, a + 1, lo)
+    return np.fmax(np.where(lo > 0, L(lo - 1), np.float32(-np.inf)), np.where(lo < take, R(take - lo - 1), np.float32(-np.inf)))
 
 # %% ../nbs/12_panel.ipynb #7c47a25a
 def _robust_z(x: np.ndarray, n: np.ndarray, clip: float, out: np.ndarray) -> np.ndarray:
     "`robust_z` of each row of `x` `[rows, stocks]` (NaN where missing) over its `n` finite values into `out`: clipped, NaN where missing."
-    pads, K = _median_pads(n)
-    if K < 0: out.fill(np.nan); return out
-    S, none = x.shape[1], n == 0
-    work = _scratch("work", (x.shape[0], S + pads.shape[1]))               # one work array for both selections
+    s = _scratch("work", x.shape)
+    np.copyto(s, x); s.sort(axis=-1)                          # one sort per row (NaN last) gives both the median and the MAD
+    med = _lower_medians(s, n)
     with np.errstate(invalid="ignore"):
-        np.copyto(work[:, :S], x)
-        med = _select_rank(work, pads, K); med[none] = np.nan
         dev = np.subtract(x, med[:, None], out=_scratch("dev", x.shape))       # NaN stays NaN all the way
-        np.abs(dev, out=work[:, :S])
-        scale = np.float32(1.4826) * _select_rank(work, pads, K); scale[none] = np.nan
+        scale = np.float32(1.4826) * _median_deviation(s, n, med); scale[n == 0] = np.nan
         flat = ~(scale > 0)                                   # MAD 0 (or no values): the RMS deviation from the median
         if flat.any(): scale[flat] = torch.from_numpy(dev[flat]).square().nanmean(-1).sqrt().numpy()   # torch's sum, as before
         np.divide(dev, np.where(scale > 0, scale, np.float32(np.inf))[:, None], out=out)

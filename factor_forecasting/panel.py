@@ -115,9 +115,7 @@ def _scratch(name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
 # %% ../nbs/12_panel.ipynb #5e601231
 def _lower_medians(s: np.ndarray, n: np.ndarray) -> np.ndarray:
     "Each row's lower median, its value of rank `(n - 1) // 2`: `s` `[rows, stocks]` sorted per row (NaN last), `n` its finite values (none: NaN)."
-    med = s[np.arange(len(s)), np.maximum(n - 1, 0) // 2]
-    med[n == 0] = np.nan
-    return med
+    return np.where(n > 0, s[np.arange(len(s)), np.maximum(n - 1, 0) // 2], np.float32(np.nan))
 
 # %% ../nbs/12_panel.ipynb #d3218b50
 def _median_deviation(s: np.ndarray, n: np.ndarray, med: np.ndarray) -> np.ndarray:
@@ -138,6 +136,7 @@ def _median_deviation(s: np.ndarray, n: np.ndarray, med: np.ndarray) -> np.ndarr
 # %% ../nbs/12_panel.ipynb #7c47a25a
 def _robust_z(x: np.ndarray, n: np.ndarray, clip: float, out: np.ndarray) -> np.ndarray:
     "`robust_z` of each row of `x` `[rows, stocks]` (NaN where missing) over its `n` finite values into `out`: clipped, NaN where missing."
+    if x.size == 0: return out                                # no stocks (or no rows): nothing to normalize
     s = _scratch("work", x.shape)
     np.copyto(s, x); s.sort(axis=-1)                          # one sort per row (NaN last) gives both the median and the MAD
     med = _lower_medians(s, n)

@@ -122,7 +122,7 @@ def _median_deviation(s: np.ndarray, n: np.ndarray, med: np.ndarray) -> np.ndarr
     """Each row's lower median of `|x - med|` (the MAD) over its `n` finite values, from `s` sorted per row. Below the
     median the deviations `L_i = |s[h - i] - med|` (i = 0..h, h = (n - 1) // 2) rise with i, above it `R_j = |s[h + 1 + j] - med|`
     rise with j: the rank-h deviation is the largest of the `h + 1` smallest of two sorted runs, found by a binary search
-    on how many come from L (`a`; R gives `h + 1 - a`). The deviations are float32 `x - med`, as the z-score's."""
+    on how many come from L (`a`; R gives `h + 1 - a`). The deviations are float32 `x - med`, as the z-score's; no values: NaN."""
     rows, last, take = np.arange(len(s)), s.shape[1] - 1, np.maximum(n - 1, 0) // 2 + 1     # take = h + 1
     L = lambda i: np.abs(s[rows, np.clip(take - 1 - i, 0, last)] - med)
     R = lambda j: np.abs(s[rows, np.clip(take + j, 0, last)] - med)
@@ -131,7 +131,7 @@ def _median_deviation(s: np.ndarray, n: np.ndarray, med: np.ndarray) -> np.ndarr
         a = (lo + hi) // 2
         enough = (a == take) | (R(take - a - 1) <= L(a))
         hi, lo = np.where(open_ & enough, a, hi), np.where(open_ & ~enough, a + 1, lo)
-    return np.fmax(np.where(lo > 0, L(lo - 1), np.float32(-np.inf)), np.where(lo < take, R(take - lo - 1), np.float32(-np.inf)))
+    return np.maximum(np.where(lo > 0, L(lo - 1), np.float32(-np.inf)), np.where(lo < take, R(take - lo - 1), np.float32(-np.inf)))
 
 # %% ../nbs/12_panel.ipynb #7c47a25a
 def _robust_z(x: np.ndarray, n: np.ndarray, clip: float, out: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def _robust_z(x: np.ndarray, n: np.ndarray, clip: float, out: np.ndarray) -> np.
     med = _lower_medians(s, n)
     with np.errstate(invalid="ignore"):
         dev = np.subtract(x, med[:, None], out=_scratch("dev", x.shape))       # NaN stays NaN all the way
-        scale = np.float32(1.4826) * _median_deviation(s, n, med); scale[n == 0] = np.nan
+        scale = np.float32(1.4826) * _median_deviation(s, n, med)
         flat = ~(scale > 0)                                   # MAD 0 (or no values): the RMS deviation from the median
         if flat.any(): scale[flat] = torch.from_numpy(dev[flat]).square().nanmean(-1).sqrt().numpy()   # torch's sum, as before
         np.divide(dev, np.where(scale > 0, scale, np.float32(np.inf))[:, None], out=out)

@@ -9,8 +9,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -26,14 +24,15 @@ from fastcore.basics import patch
 
 from .config import ConfigError, DataConfig, InputError
 from .atomic import atomic_target
+from .normalize import normalize_cross_sections, normalize_targets, thread_scratch
 from .runtime import usable_cpus
 from .schema import DatasetScan, day_files, scan_dataset, sid_array, read_parquet
 
 log = logging.getLogger("factor_forecasting.panel")
 
 # %% auto #0
-__all__ = ['log', 'CACHE_VERSION', 'READ_THREADS', 'trading_days', 'Universe', 'Panel', 'open_panel', 'normalize_cross_sections',
-           'feature_dtype', 'standardize_targets', 'DayArrays', 'StageClock', 'day_cache_path', 'Chunk', 'build_chunk']
+__all__ = ['log', 'CACHE_VERSION', 'READ_THREADS', 'trading_days', 'Universe', 'Panel', 'open_panel', 'feature_dtype',
+           'DayArrays', 'StageClock', 'day_cache_path', 'Chunk', 'build_chunk']
 
 # %% ../nbs/12_panel.ipynb #d8297378
 def trading_days(path, start: int | None = None, end: int | None = None) -> list[int]:
@@ -89,8 +88,9 @@ def _open_panel(path: str, key: tuple, dcfg_items: tuple) -> Panel:
     return Panel.from_scan(scan_dataset(path, dcfg, dcfg.start, dcfg.end))
 
 # %% ../nbs/12_panel.ipynb #274cb2c6
-_NOT_SCANNED = {"synth", "seq_len", "sampling", "normalize", "clip", "feature_dtype", "standardize_targets", "stocks_per_cross_section",
-                "memory_budget_gb", "cache_dir", "num_workers"}   # every other `data` key may change the scan: part of the key
+_NOT_SCANNED = {"synth", "seq_len", "sampling", "normalize", "clip", "feature_dtype", "standardize_targets", "target_normalize",
+                "stocks_per_cross_section", "memory_budget_gb", "cache_dir", "num_workers"}
+# every other `data` key may change the scan: part of the key
 
 def open_panel(dcfg: DataConfig) -> Panel:
     "Scan `dcfg.path` (cached per process until a file changes)."
@@ -99,72 +99,6 @@ def open_panel(dcfg: DataConfig) -> Panel:
     names = [f.name for f in fields(DataConfig) if f.name not in _NOT_SCANNED]
     items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in ((k, getattr(dcfg, k)) for k in names))
     return _open_panel(str(Path(dcfg.path).resolve()), key, items)
-
-# %% ../nbs/12_panel.ipynb #5c76b4a8
-_SCRATCH = threading.local()
-
-def _scratch(name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
-    "This thread's reusable array `name` (one per name and dtype), viewed as `shape`; its contents are whatever the last day left."
-    n, key = math.prod(shape), f"{name}-{np.dtype(dtype).str}"
-    buf = getattr(_SCRATCH, key, None)
-    if buf is None or buf.size < n:
-        buf = np.empty(max(n, int(1.25 * buf.size) if buf is not None else n), dtype)   # a little room: days differ in size
-        setattr(_SCRATCH, key, buf)
-    return buf[:n].reshape(shape)
-
-# %% ../nbs/12_panel.ipynb #5e601231
-def _lower_medians(s: np.ndarray, n: np.ndarray) -> np.ndarray:
-    "Each row's lower median, its value of rank `(n - 1) // 2`: `s` `[rows, stocks]` sorted per row (NaN last), `n` its finite values (none: NaN)."
-    return np.where(n > 0, s[np.arange(len(s)), np.maximum(n - 1, 0) // 2], np.float32(np.nan))
-
-# %% ../nbs/12_panel.ipynb #d3218b50
-def _median_deviation(s: np.ndarray, n: np.ndarray, med: np.ndarray) -> np.ndarray:
-    """Each row's lower median of `|x - med|` (the MAD) over its `n` finite values, from `s` sorted per row. Below the
-    median the deviations `L_i = |s[h - i] - med|` (i = 0..h, h = (n - 1) // 2) rise with i, above it `R_j = |s[h + 1 + j] - med|`
-    rise with j: the rank-h deviation is the largest of the `h + 1` smallest of two sorted runs, found by a binary search
-    on how many come from L (`a`; R gives `h + 1 - a`). The deviations are float32 `x - med`, as the z-score's; no values: NaN."""
-    rows, last, take = np.arange(len(s)), s.shape[1] - 1, np.maximum(n - 1, 0) // 2 + 1     # take = h + 1
-    L = lambda i: np.abs(s[rows, np.clip(take - 1 - i, 0, last)] - med)
-    R = lambda j: np.abs(s[rows, np.clip(take + j, 0, last)] - med)
-    lo, hi = np.maximum(0, 2 * take - n), take               # a in [lo, hi]: R holds n - take deviations
-    while (open_ := lo < hi).any():                          # the least `a` whose next L is >= the last R taken
-        a = (lo + hi) // 2
-        enough = (a == take) | (R(take - a - 1) <= L(a))
-        hi, lo = np.where(open_ & enough, a, hi), np.where(open_ & ~enough, a + 1, lo)
-    return np.maximum(np.where(lo > 0, L(lo - 1), np.float32(-np.inf)), np.where(lo < take, R(take - lo - 1), np.float32(-np.inf)))
-
-# %% ../nbs/12_panel.ipynb #7c47a25a
-def _robust_z(x: np.ndarray, n: np.ndarray, clip: float, out: np.ndarray) -> np.ndarray:
-    "`robust_z` of each row of `x` `[rows, stocks]` (NaN where missing) over its `n` finite values into `out`: clipped, NaN where missing."
-    if x.size == 0: return out                                # no stocks (or no rows): nothing to normalize
-    s = _scratch("work", x.shape)
-    np.copyto(s, x); s.sort(axis=-1)                          # one sort per row (NaN last) gives both the median and the MAD
-    med = _lower_medians(s, n)
-    with np.errstate(invalid="ignore"):
-        dev = np.subtract(x, med[:, None], out=_scratch("dev", x.shape))       # NaN stays NaN all the way
-        scale = np.float32(1.4826) * _median_deviation(s, n, med)
-        flat = ~(scale > 0)                                   # MAD 0 (or no values): the RMS deviation from the median
-        if flat.any(): scale[flat] = torch.from_numpy(dev[flat]).square().nanmean(-1).sqrt().numpy()   # torch's sum, as before
-        np.divide(dev, np.where(scale > 0, scale, np.float32(np.inf))[:, None], out=out)
-        return np.clip(out, -clip, clip, out=out)
-
-# %% ../nbs/12_panel.ipynb #1fe413e2
-def normalize_cross_sections(x: np.ndarray, method: str = "robust_z", clip: float = 5.0,
-                             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    "Normalize each row of `x` `[cross-sections, stocks]` (float32) over its finite values into `out` (default: new); returns (z, NaN where missing; each row's count of finite values)."
-    n = x.shape[1] - np.count_nonzero(np.isnan(x, out=_scratch("nan", x.shape, bool)), axis=-1)
-    if np.isinf(x, out=_scratch("inf", x.shape, bool)).any():   # rare: ±inf is missing too
-        x = np.where(np.isinf(x), np.float32(np.nan), x); n = np.count_nonzero(np.isfinite(x), axis=-1)
-    out = np.empty_like(x) if out is None else out
-    if method == "robust_z": return _robust_z(x, n, clip, out), n
-    if method == "rank_gauss":
-        t, ok = torch.from_numpy(x), torch.from_numpy(~np.isnan(x))
-        rank = torch.where(ok, t, torch.inf).argsort(-1).argsort(-1).to(t.dtype)
-        np.copyto(out, torch.special.ndtri((rank + 0.5) / torch.from_numpy(n).unsqueeze(-1).clamp(min=1)).numpy())
-        np.copyto(out, np.float32(np.nan), where=~ok.numpy())
-    elif method == "none": np.copyto(out, x)
-    else: raise ConfigError(f"`data.normalize`: unknown method {method!r}")
-    return np.clip(out, -clip, clip, out=out), n
 
 # %% ../nbs/12_panel.ipynb #46de0e25
 def feature_dtype(dcfg: DataConfig) -> torch.dtype:
@@ -176,17 +110,9 @@ def feature_dtype(dcfg: DataConfig) -> torch.dtype:
     if name == "float16" and dcfg.clip > 65504: raise ConfigError(f"`data.clip` ({dcfg.clip}) exceeds float16's range (65504)")
     return getattr(torch, name)
 
-# %% ../nbs/12_panel.ipynb #21aad58f
-def standardize_targets(y: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
-    "Z-score `y[..., stocks]` over the last dim among finite values; NaN stays NaN."
-    ok = torch.isfinite(y)
-    mean = torch.where(ok, y, torch.nan).nanmean(-1, keepdim=True)
-    std = torch.where(ok, (y - mean).square(), torch.nan).nanmean(-1, keepdim=True).sqrt()
-    z = (y - mean) / torch.where(std > 0, std, torch.inf)
-    return torch.where(ok, z.clamp(-clip, clip), torch.nan)
-
 # %% ../nbs/12_panel.ipynb #3aefa5ba
-CACHE_VERSION = 2      # bump when what a day cache file holds changes (2: `_CACHE_MAGIC` files instead of `.npz`)
+CACHE_VERSION = 3      # bump when what a day cache file holds changes (2: `_CACHE_MAGIC` files instead of `.npz`;
+                       # 3: `rank_gauss` gives tied values their mean rank)
 
 # %% ../nbs/12_panel.ipynb #e2c9cc99
 @dataclass
@@ -240,7 +166,7 @@ def _stock_major(z: np.ndarray, stocks: int, dtype: torch.dtype) -> torch.Tensor
     """`z` `[rows, stocks]` as a new `[stocks, rows]` tensor of `dtype`: converted first (torch's vectorized conversion, in
     pieces small enough to run on this reading thread: a thread team per reading thread fights for the same cores),
     then transposed (numpy's, quicker on 2 bytes)."""
-    half = _scratch("half", z.shape, np.dtype(str(dtype).removeprefix("torch.")))
+    half = thread_scratch("half", z.shape, np.dtype(str(dtype).removeprefix("torch.")))
     step = max(1, _SERIAL // max(1, z.shape[1]))
     for i in range(0, z.shape[0], step): torch.from_numpy(half[i:i + step]).copy_(torch.from_numpy(z[i:i + step]))
     return torch.from_numpy(np.ascontiguousarray(half.T))
@@ -274,11 +200,11 @@ def _read_day(panel: Panel, k: int, dcfg: DataConfig, clock: StageClock | None =
     idx = panel.universe.index(t.column(cols.sid))
     stocks, s_idx = _distinct_sorted(idx, len(panel.universe))
     N, S, F = len(day.times), len(stocks), len(cols.features)
-    raw = _feature_cube(t, cols.features, ts, s_idx, N, S, out=_scratch("cube", (N, F, S)))
+    raw = _feature_cube(t, cols.features, ts, s_idx, N, S, out=thread_scratch("cube", (N, F, S)))
     y, w, present = _label_arrays(t, cols, targets, ts, s_idx, N, S); lap("scatter")
-    z, finite = normalize_cross_sections(raw.reshape(N * F, S), dcfg.normalize, dcfg.clip, out=_scratch("z", (N * F, S))); lap("normalize")
+    z, finite = normalize_cross_sections(raw.reshape(N * F, S), dcfg.normalize, dcfg.clip, out=thread_scratch("z", (N * F, S))); lap("normalize")
     values = int(present.sum()) * F                                    # absent rows are NaN, not missing values
-    stats = {"values": values, "missing": values - int(finite.sum()), "inf": int(np.count_nonzero(np.isinf(raw, out=_scratch("inf", raw.shape, bool))))}
+    stats = {"values": values, "missing": values - int(finite.sum()), "inf": int(np.count_nonzero(np.isinf(raw, out=thread_scratch("inf", raw.shape, bool))))}
     x = _stock_major(z, S, feature_dtype(dcfg)).view(S, N, F); lap("copy")
     return DayArrays(stocks, x, y, w, present, stats)
 
@@ -314,7 +240,7 @@ def _read_cached(f) -> dict[str, np.ndarray]:
     if f.readline() != _CACHE_MAGIC: raise ValueError("not a day cache file")
     out = {}
     for name, dtype, shape in json.loads(f.readline()):
-        a = _scratch(f"cached-{name}", tuple(shape), np.dtype(dtype))
+        a = thread_scratch(f"cached-{name}", tuple(shape), np.dtype(dtype))
         if a.nbytes and f.readinto(a.view(np.uint8).reshape(-1)) != a.nbytes: raise ValueError(f"truncated in {name!r}")
         out[name] = a
     if f.read(1): raise ValueError("bytes after the last array")
@@ -411,8 +337,8 @@ def place(self: _ChunkDraft, a: DayArrays, slot: int, own: bool, dcfg: DataConfi
     y, w, present = self.y[p:p + N], self.w[p:p + N], self.present[p:p + N]
     y.fill(np.nan); w.fill(1.0); present.fill(False)
     y[:, s_idx], w[:, s_idx], present[:, s_idx] = a.y, a.w, a.present
-    yt = torch.from_numpy(y)                                  # a cross-section lies within a day: standardized here
-    self.ys[p:p + N] = standardize_targets(yt.permute(0, 2, 1), dcfg.clip).permute(0, 2, 1) if dcfg.standardize_targets else y
+    yt = torch.from_numpy(y).permute(0, 2, 1)                 # [P, K, stocks]: a cross-section lies within a day, scaled here
+    self.ys[p:p + N] = normalize_targets(yt, dcfg.target_normalize, dcfg.clip).permute(0, 2, 1) if dcfg.standardize_targets else y
     np.logical_and(present, np.isfinite(y).any(-1), out=self.trainable[p:p + N])
 
 # %% ../nbs/12_panel.ipynb #f6f216e4

@@ -109,14 +109,16 @@ def resolve_sources(sources) -> tuple[list[Row], int, list[str], bool]:
 # %% ../nbs/65_compare.ipynb #74ab0279
 def peer_settings(rows: list[Row]) -> dict | None:
     """The LightGBM peer's settings from the first run holding a `peer.json` (None: no peer's run): `run`, `lightgbm`
-    (version), `params` (less the seed), `num_boost_round`, `early_stopping_rounds`, feature `recipe`, `lags`, `window`."""
+    (version), `params` (less the seed), `num_boost_round`, `early_stopping_rounds`, feature `recipe`, `lags`, `window`,
+    and its `label` (from its config.yaml: the targets as the network's loss sees them, nbs/contract.md section 3)."""
     record = next((RunDir(r).peer_record for row in rows for r in row.runs if RunDir(r).peer_record.exists()), None)
     if record is None: return None
-    p = json.loads(record.read_text())
+    p, d = json.loads(record.read_text()), load_config(RunDir(record.parent).config).data
     return {"run": record.parent.name, "lightgbm": p["lightgbm_version"],
             "params": {k: v for k, v in p["params"].items() if k != "seed"}, "num_boost_round": p["num_boost_round"],
             "early_stopping_rounds": p["early_stopping_rounds"], "recipe": p["features"]["recipe"],
-            "lags": p["features"]["lags"], "window": p["features"]["window"]}
+            "lags": p["features"]["lags"], "window": p["features"]["window"],
+            "label": f"the targets scaled per cross-section ({d.target_normalize})" if d.standardize_targets else "the raw targets"}
 
 # %% ../nbs/65_compare.ipynb #d27393d0
 def check_same_days(run_dirs: list) -> int:

@@ -125,8 +125,8 @@ class DataConfig:
     normalize: Literal["robust_z", "rank_gauss", "none"] = "robust_z"  # per cross-section feature scaling
     clip: PositiveFloat = 5.0              # clip normalized features to [-clip, clip]
     feature_dtype: Literal["auto", "float16", "float32"] = "auto"  # stored windows; auto: float16 when normalized (values within ±clip), else float32
-    standardize_targets: bool = True       # cross-sectionally z-score targets for the loss (raw kept for metrics)
-    target_normalize: Literal["zscore", "rank_gauss"] = "zscore"  # how: z-score, or normal quantiles of the ranks (12_normalize)
+    standardize_targets: bool = True       # scale targets per cross-section for the loss (raw kept for metrics)
+    target_normalize: Literal["zscore", "rank_gauss"] = "zscore"  # how: z-score, or the normal quantiles of their ranks (12_normalize)
     stocks_per_cross_section: Optional[Annotated[int, at_least(2)]] = None  # subsample stocks in training, per cross-section (window) or per block (sequence); null = all
     memory_budget_gb: PositiveFloat = 4.0  # resident chunk budget: smaller datasets are cached, larger stream
     cache_dir: Optional[NonEmptyStr] = None  # keep each day's normalized arrays here (a later run or fold reads them back); null = off;

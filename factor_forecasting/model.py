@@ -313,7 +313,8 @@ class TCNAttention(ForecastModel):
     def encode_flops(self, T: int, last: int) -> int:
         steps = self.tcn_steps(T, last)
         return (2 * steps[0] * self.proj.in_features * self.proj.out_features
-                + sum(b.flops(t, n) for b, t, n in zip(self.blocks, steps, steps[1:])) + self.attn.flops(steps[-1], last, self.seq_len))
+                + sum(b.flops(t, n) for b, t, n in zip(self.blocks, steps, steps[1:]))
+                + self.attn.flops(steps[-1], last, self.seq_len))
 
     def sequence_summary(self) -> str:
         rf, s = self.tcn_receptive_field, self.seq_len

@@ -218,6 +218,7 @@ class TemporalBlock(nn.Module):
     def forward(self, h: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         "`[B, T, H] -> [B, steps, H]`: the outputs at the last `steps` steps (default all T), computed from what they read."
         T = h.shape[1]
+        if steps is not None and not 1 <= steps <= T: raise ValueError(f"steps must be in 1..{T} (the input's steps), got {steps}")
         n, mid = (T, T) if steps is None else (steps, min(T, steps + self.conv2.left))   # conv1 outputs conv2 reads
         y = self.drop(F.gelu(self.conv1(self.norm1(h[:, T - min(T, mid + self.conv1.left):]), mid)))
         return h[:, T - n:] + self.drop(F.gelu(self.conv2(self.norm2(y), n)))

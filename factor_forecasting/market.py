@@ -17,7 +17,8 @@ from fastcore.basics import patch
 from .config import SESSION_MINUTES, TARGETS, InputError, SynthConfig, check_section
 
 # %% auto #0
-__all__ = ['session_times', 'weekdays', 'MarketParams', 'target_weights', 'SyntheticMarket', 'Snapshot', 'SynthDay', 'simulate']
+__all__ = ['ORACLE_TERMS', 'session_times', 'weekdays', 'MarketParams', 'target_weights', 'SyntheticMarket', 'Snapshot',
+           'SynthDay', 'simulate']
 
 # %% ../nbs/10_market.ipynb #6e5fcc0c
 def session_times(snapshots: int) -> np.ndarray:
@@ -215,6 +216,7 @@ def _start_state(self: SyntheticMarket) -> None:
     self.var, self.mvar = self.base_var.copy(), p.market_vol ** 2
     self.prev_close = self.logp.copy()
     self.fast = np.zeros(N)                  # F_u: released into r[u+1]
+    self.fast_terms = np.zeros((N, 3))       # its linear, product and size parts
     self.slow = np.zeros((N, S))             # Es_{u-S+1..u}: each released 1/S into r[v+1..v+S]
     self.rank = np.zeros((N, S))             # Er_{u-S+1..u}: released into r[v+S]
     self.g_hist = np.zeros((N, S + 1))       # o[g]_{u-S..u}
@@ -244,28 +246,33 @@ def _oracle_coefs(self: SyntheticMarket) -> None:
     self._cbc = q1 ** 2 * sbc * np.array([(pbc ** np.arange(h)).sum() for h in hs]) - self.kappa
 
 # %% ../nbs/10_market.ipynb #029b7325
+ORACLE_TERMS = ("linear", "product", "size", "slow", "rank")   # the planted terms the oracle sums, one per kind of emission
+
 @patch
-def _oracle(self: SyntheticMarket) -> np.ndarray:
-    "`[N, 3]` exact expectations of intra30m, nextT1d, ema1d for the row at the current snapshot."
+def _oracle_terms(self: SyntheticMarket) -> np.ndarray:
+    "`[N, 3, 5]` exact expectations of intra30m, nextT1d, ema1d for the row at the current snapshot, per `ORACLE_TERMS`."
     S, x, r, k = self.S, self.x, self.roles, self.S
     hs = np.arange(1, S)
-    fast = np.empty((self.N, S))
-    fast[:, 0] = self.fast
+    fast = np.zeros((3, self.N, S))                         # the linear, product and size parts of F[u+h], h = 0..S-1
+    fast[:, :, 0] = self.fast_terms.T
     if S > 1:
-        lin = np.einsum("nl,lh->nh", x[:, self._a] * self._wa, self._pa)
-        inter = self.w_inter * (np.outer(x[:, r["b"]] * x[:, r["c"]], self._pbc) + self._cbc)
-        fast[:, 1:] = self.c_fast * (lin + inter)
+        fast[0, :, 1:] = self.c_fast * np.einsum("nl,lh->nh", x[:, self._a] * self._wa, self._pa)
+        fast[1, :, 1:] = self.c_fast * self.w_inter * (np.outer(x[:, r["b"]] * x[:, r["c"]], self._pbc) + self._cbc)
         today = self.u % S + hs < S                         # the emission at u+h is made today (else tomorrow)
         tomorrow = self.log_size + self.p.mcap_phi * self.mcap_dev   # E[tomorrow's log market cap]
-        fast[:, 1:] += self.c_size * (np.where(today, self.log_mcap[:, None], tomorrow[:, None]) - self.p.log_size_mean)
+        fast[2, :, 1:] = self.c_size * (np.where(today, self.log_mcap[:, None], tomorrow[:, None]) - self.p.log_size_mean)
     g = np.concatenate([self.g_hist, np.outer(x[:, r["g"]], self._ph["g"])], 1)     # o[g]_{u-S..u+S-1}
     h = np.concatenate([self.h_hist, np.outer(x[:, r["h"]], self._ph["h"])], 1)     # o[h]_{u-S+1..u+S-1}
     hc = np.concatenate([np.zeros((self.N, 1)), np.cumsum(h, 1)], 1)
     slow_future = self.c_slow * (self.p.w_change * (g[:, S + hs] - g[:, S + hs - k])
                                  + self.p.w_ma * (hc[:, hs + S] - hc[:, hs]) / S)
     slow = np.concatenate([self.slow, slow_future], 1)
-    return (np.einsum("nh,hk->nk", fast, self._cf) + np.einsum("ni,ik->nk", slow, self._cs)
-            + np.einsum("nj,jk->nk", self.rank, self._cr))
+    return np.stack([*np.einsum("fnh,hk->fnk", fast, self._cf), slow @ self._cs, self.rank @ self._cr], -1)
+
+@patch
+def _oracle(self: SyntheticMarket) -> np.ndarray:
+    "`[N, 3]` the oracle: the sum of its terms."
+    return self._oracle_terms().sum(-1)
 
 # %% ../nbs/10_market.ipynb #9286d819
 @dataclass
@@ -281,6 +288,7 @@ class Snapshot:
     adv: np.ndarray        # [N] float ADV50 (NaN before any traded day)
     prev_close: np.ndarray # [N] log close of the previous trading day
     log_mcap: np.ndarray   # [N] log market cap of the day
+    terms: np.ndarray      # [N, 3, 5] the oracle's planted terms (`ORACLE_TERMS`), summing to `oracle`
 
 # %% ../nbs/10_market.ipynb #b0d35c7c
 @patch
@@ -306,6 +314,17 @@ def _centred_rank(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
         out[ok] = (rk - (n + 1) / 2) / n * np.sqrt(12.0)
     return out
 
+# %% ../nbs/10_market.ipynb #a59a6744
+@patch
+def _emit_fast(self: SyntheticMarket, obs: np.ndarray) -> None:
+    "The fast emission at u (`fast`, released into r[u+1]) from the values observed at u, and its linear, product and size parts."
+    r = self.roles
+    linear = (obs[:, self._a] * self._wa).sum(1)
+    product = self.w_inter * (obs[:, r["b"]] * obs[:, r["c"]] - self.kappa)
+    size = self.c_size * (self.log_mcap - self.p.log_size_mean)
+    self.fast = self.c_fast * (linear + product) + size      # this expression, not the parts' sum: the returns stay bitwise
+    self.fast_terms = np.stack([self.c_fast * linear, self.c_fast * product, size], 1)
+
 # %% ../nbs/10_market.ipynb #56892822
 @patch
 def step(self: SyntheticMarket) -> Snapshot:
@@ -327,36 +346,35 @@ def step(self: SyntheticMarket) -> Snapshot:
     self.var = (1 - a - b) * self.base_var + a * shock ** 2 + b * self.var
     ret = alpha + p.noise * (self.beta * mkt + (p.overnight if s == 0 else 1.0) * shock + jump)
     self.logp = self.logp + ret
-    # emissions at u, from what is observed at u
-    self.fast = self.c_fast * ((obs[:, self._a] * self._wa).sum(1) + self.w_inter * (obs[:, r["b"]] * obs[:, r["c"]] - self.kappa)) \
-        + self.c_size * (self.log_mcap - p.log_size_mean)
+    self._emit_fast(obs)                                                 # emissions at u, from what is observed at u
     for hist, col in ((self.g_hist, r["g"]), (self.h_hist, r["h"])):
         hist[:, :-1] = hist[:, 1:]; hist[:, -1] = obs[:, col]
     es = self.c_slow * (p.w_change * (self.g_hist[:, -1] - self.g_hist[:, 0]) + p.w_ma * self.h_hist.mean(1))
     er = self.c_rank * p.w_rank * _centred_rank(self.x[:, r["q"]], seen[:, r["q"]])
     for ring, new in ((self.slow, es), (self.rank, er)):
         ring[:, :-1] = ring[:, 1:]; ring[:, -1] = new
-    oracle = self._oracle()
+    terms = self._oracle_terms()
     move = np.exp(self.logp - self.prev_close) - 1
     luld = (move >= p.limit).astype(np.int8) - (move <= -p.limit).astype(np.int8)
     self.u += 1
-    return Snapshot(d, s, np.where(seen, self.x, np.nan).astype(np.float32), ret, self.logp, oracle, luld,
-                    self.traded, self.adv, self.prev_close, self.log_mcap)
+    return Snapshot(d, s, np.where(seen, self.x, np.nan).astype(np.float32), ret, self.logp, terms.sum(-1), luld,
+                    self.traded, self.adv, self.prev_close, self.log_mcap, terms)
 
 # %% ../nbs/10_market.ipynb #571c58a2
 @dataclass
 class SynthDay:
-    "One trading day: the day file's table, and beside it the oracle `[n, 3]` and log prices of its rows."
+    "One trading day: the day file's table, and beside it the oracle `[n, 3]`, its terms and log prices of its rows."
     date: int
     table: pa.Table
     oracle: np.ndarray
     logp: np.ndarray         # log price at the row
     prev_close: np.ndarray   # log close of the previous trading day (the luld reference)
+    terms: np.ndarray        # [n, 3, 5] the oracle's planted terms (`ORACLE_TERMS`)
 
 # %% ../nbs/10_market.ipynb #1312c76b
 def _run_day(m: SyntheticMarket) -> dict:
     snaps = [m.step() for _ in range(m.S)]
-    out = {k: np.stack([getattr(sn, k) for sn in snaps]) for k in ("x", "r", "logp", "oracle", "luld")}
+    out = {k: np.stack([getattr(sn, k) for sn in snaps]) for k in ("x", "r", "logp", "oracle", "luld", "terms")}
     return out | {k: getattr(snaps[0], k) for k in ("day", "traded", "adv", "prev_close", "log_mcap")}
 
 # %% ../nbs/10_market.ipynb #963fb5b8
@@ -380,7 +398,7 @@ def _finish_day(m: SyntheticMarket, day: dict, nxt: dict | None) -> SynthDay:
     cols |= {"luld": rows(day["luld"]), "ADV50": np.tile(day["adv"][idx], S).astype(np.float32),
              "sector": np.tile(m.sector[idx], S), "log_mcap": np.tile(day["log_mcap"][idx], S).astype(np.float32)}
     return SynthDay(int(m.dates[day["day"]]), pa.table(cols), rows(day["oracle"]), rows(day["logp"]),
-                    np.tile(day["prev_close"][idx], S))
+                    np.tile(day["prev_close"][idx], S), rows(day["terms"]))
 
 # %% ../nbs/10_market.ipynb #8ae380c9
 def simulate(cfg: SynthConfig, params: MarketParams = MarketParams()) -> Iterator[SynthDay]:

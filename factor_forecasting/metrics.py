@@ -17,7 +17,7 @@ from .runtime import usable_cpus
 __all__ = ['CHUNK_ROWS', 'THREADS', 'SAMPLES', 'HEADLINE', 'cross_section_ic', 'cross_section_rank', 'cross_section_codes',
            'ic_frame', 'daily_ic', 'ic_summary', 'ic_table', 'summarize', 'headline_table', 'fold_table', 'monthly_ic',
            'ic_by_split', 'quantile_frame', 'long_short', 'top_turnover', 'rank_autocorr', 'cross_horizon',
-           'newey_west_lags', 'newey_west_t']
+           'term_weights', 'newey_west_lags', 'newey_west_t']
 
 # %% ../nbs/03_metrics.ipynb #e660abc4
 def _to_matrix(values: np.ndarray, flat: np.ndarray, shape: tuple[int, int], fill: float) -> np.ndarray:
@@ -390,6 +390,21 @@ def cross_horizon(df: pd.DataFrame, targets: list[str], metric: str = "rank_ic",
     daily = pd.DataFrame(res).groupby(keys[date_col].to_numpy()).mean().mean().to_numpy()
     return pd.DataFrame(daily.reshape(len(heads), len(targets)), index=pd.Index(heads, name="prediction"),
                         columns=pd.Index(list(targets), name="target"))
+
+# %% ../nbs/03_metrics.ipynb #f3c6e2fc
+def term_weights(df: pd.DataFrame, pred_col: str, oracle_col: str, term_cols: dict[str, str], date_col: str = "date",
+                 time_col: str | None = "time") -> tuple[pd.DataFrame, float]:
+    "Per term (`{name: column}`): its share of the oracle's variance and its weight in the forecast; and the R² of that fit."
+    cols = [pred_col, oracle_col, *term_cols.values()]
+    rows = df[np.isfinite(df[cols].to_numpy(np.float64)).all(1)]
+    codes, _ = cross_section_codes(rows, date_col, time_col)
+    X = rows[cols].to_numpy(np.float64)
+    X -= (np.stack([np.bincount(codes, X[:, j]) for j in range(X.shape[1])], 1) / np.bincount(codes)[:, None])[codes]
+    forecast, oracle, terms = X[:, 0] * (X[:, 1].std() / X[:, 0].std()), X[:, 1], X[:, 2:]
+    weight = np.linalg.lstsq(terms, forecast, rcond=None)[0]
+    r2 = 1 - (forecast - terms @ weight).var() / forecast.var()
+    return pd.DataFrame({"share of oracle variance": terms.var(0) / oracle.var(), "weight": weight},
+                        index=pd.Index(list(term_cols), name="term")), float(r2)
 
 # %% ../nbs/03_metrics.ipynb #5d0e8b62
 def newey_west_lags(n: int, horizon: int = 1) -> int:

@@ -21,10 +21,12 @@ import pyarrow.parquet as pq
 from .config import BacktestConfig, Config, DataConfig, InputError
 from .config_files import load_config
 from .rundir import RunDir
+from .market import ORACLE_TERMS
 from .atomic import atomic_target
 from .pipeline_runner import execute_pipeline
 from .metrics import (SAMPLES, cross_horizon, daily_ic, fold_table, headline_table, ic_summary, ic_table,
-                                        long_short, monthly_ic, quantile_frame, rank_autocorr, summarize, top_turnover)
+                                        long_short, monthly_ic, quantile_frame, rank_autocorr, summarize, term_weights,
+                                        top_turnover)
 from .groups import group_ic_frame, group_long_short, group_summary, neutral_ic_frames, neutral_table
 from .backtest import (backtest_config, backtest_summary, join_luld, simulate, trading_days, trading_rows,
                                          turnover_frontier)
@@ -32,9 +34,9 @@ from .backtest import (backtest_config, backtest_summary, join_luld, simulate, t
 # %% auto #0
 __all__ = ['REPORT_SECTIONS', 'ATTRIBUTION_COLUMNS', 'BACKTEST_MODES', 'SUMMARY_COLUMNS', 'OFFLINE_TEMPLATE', 'ReportError',
            'Run', 'required_columns', 'load_run', 'oracle_summary', 'compare_runs', 'some_of', 'oos_keys',
-           'data_identity', 'check_same_data', 'group_frame', 'GroupAnalysis', 'group_analysis', 'Attribution',
-           'read_attribution', 'BacktestAnalysis', 'trading_points', 'backtest_analysis', 'Analysis', 'analyze',
-           'ReportFailed', 'to_html', 'render_report']
+           'data_identity', 'check_same_data', 'group_frame', 'GroupAnalysis', 'planted_terms', 'group_analysis',
+           'Attribution', 'read_attribution', 'BacktestAnalysis', 'trading_points', 'backtest_analysis', 'Analysis',
+           'analyze', 'ReportFailed', 'to_html', 'render_report']
 
 # %% ../nbs/62_report.ipynb #21daa152
 class ReportError(InputError):
@@ -228,6 +230,18 @@ def _oracle_oos(run: Run, frame: pd.DataFrame) -> pd.DataFrame | None:
     keys = [d.date_col] + ([d.time_col] if d.time_col else []) + [d.sid_col]
     return frame.merge(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), on=keys, how="left")
 
+# %% ../nbs/62_report.ipynb #fddffab5
+def planted_terms(run: Run, oos: pd.DataFrame) -> tuple[pd.DataFrame | None, dict]:
+    """Per (target, planted term) of a synthetic market's oracle, its share of the oracle's variance and its weight in
+    the OOS forecast, and per target the R² (`metrics.term_weights`); None where the oracle files hold no terms."""
+    d, joined = run.config.data, _oracle_oos(run, oos) if len(oos) else None
+    tables, r2 = {}, {}
+    for t in run.targets:
+        cols = {n: f"term_{n}_{t}" for n in ORACLE_TERMS}
+        if joined is None or not set(cols.values()) <= set(joined.columns): continue
+        tables[t], r2[t] = term_weights(joined, f"pred_{t}", f"oracle_{t}", cols, d.date_col, d.time_col)
+    return (pd.concat(tables, names=["target"]) if tables else None), r2
+
 # %% ../nbs/62_report.ipynb #48c69e63
 def group_analysis(run: Run, min_stocks: int = 10, quantiles: int = 5) -> tuple[GroupAnalysis | None, str]:
     "By-group and neutralized OOS analysis of `run`, or None and why it is skipped."
@@ -343,6 +357,8 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     groups: GroupAnalysis | None = None   # by group and after neutralization (None: skipped, `groups_note` says why)
     groups_note: str = ""
+    planted: pd.DataFrame | None = None   # (target, term): the oracle's planted terms' shares and weights (synthetic data)
+    planted_r2: dict = field(default_factory=dict)   # {target: share of the forecast's variance the terms explain}
 
 # %% ../nbs/62_report.ipynb #48502d79
 def _daily_by(table: pd.DataFrame) -> dict:
@@ -363,6 +379,7 @@ def analyze(run: Run, baselines: Sequence = ()) -> Analysis:
     per = lambda f: {t: f(t) for t in run.targets} if len(oos) else {}
     qf = per(lambda t: quantile_frame(oos, f"pred_{t}", t, q, min_stocks=ms, **keys))
     groups, groups_note = group_analysis(run, ms) if len(oos) else (None, "no OOS rows")
+    planted, planted_r2 = planted_terms(run, oos)
     return Analysis(
         headline=headline_table(table, run.targets), folds=fold_table(table), daily=_daily_by(table),
         monthly={t: monthly_ic(dd.rank_ic) for (t, s), dd in _daily_by(table).items() if s == "OOS"},
@@ -373,7 +390,8 @@ def analyze(run: Run, baselines: Sequence = ()) -> Analysis:
         horizon=cross_horizon(oos, run.targets, min_stocks=ms, **keys) if len(oos) else None,
         backtest=backtest_analysis(run) if len(oos) else None,
         oracle=oracle_summary(run, ms), baselines=compare_runs([run, *baselines], run.targets, ms) if baselines else None,
-        notes=notes, groups=groups, groups_note=groups_note)
+        notes=notes, groups=groups, groups_note=groups_note,
+        planted=planted, planted_r2=planted_r2)
 
 # %% ../nbs/62_report.ipynb #be2f6b5f
 class ReportFailed(RuntimeError):

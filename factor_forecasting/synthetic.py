@@ -26,7 +26,7 @@ from .config import TARGETS, Config, DataConfig, InputError, SynthConfig
 from .atomic import atomic_target
 from .metrics import daily_ic, ic_frame, ic_summary
 from .groups import NEUTRAL, neutral_ic_frames, neutral_table
-from .market import MarketParams, SynthDay, SyntheticMarket, _centred_rank, simulate
+from .market import ORACLE_TERMS, MarketParams, SynthDay, SyntheticMarket, _centred_rank, simulate
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,13 @@ def _describe(m: SyntheticMarket) -> dict:
         "feature_truth": feature_truth(m),
         "feature_truth_definition": FEATURE_TRUTH,
         "oracle": {
-            "files": "oracle/YYYYMMDD.parquet: date, time, sid, oracle_<target>; same rows and order as the day file",
+            "files": "oracle/YYYYMMDD.parquet: date, time, sid, oracle_<target>, term_<term>_<target>; same rows and order "
+                     "as the day file",
+            "terms": {"linear": "the fast linear features' emissions (a1, a2, a3; sector-correlated)",
+                      "product": "the fast product emissions (o[b]*o[c] - kappa)", "size": "the size tilt (log_mcap)",
+                      "slow": "the change (g) and moving-average (h) emissions, released over a day",
+                      "rank": "the lagged cross-sectional rank emissions (q)",
+                      "sum": "the terms of a target sum to its oracle (float rounding aside)"},
             "definition": "E[target | latent features up to the row, observed gaps, emissions up to the row, window traded], "
                           "in closed form: known releases + (1-p) phi^h expectations of future emissions. It uses the "
                           "latent value of a feature missing at the row, so it is an upper bound on forecasts from the "
@@ -148,7 +154,7 @@ def _json_safe(o):
     return o
 
 # %% ../nbs/10_synthetic.ipynb #94df464e
-GENERATOR_VERSION = 3     # bump when the same `SynthConfig` would write different files (meta.json records it)
+GENERATOR_VERSION = 4     # bump when the same `SynthConfig` would write different files (meta.json records it)
 NEUTRAL_BATCH_DAYS = 20   # days per call of the oracle's neutralized scorecard
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -160,7 +166,9 @@ def _write_day(day: SynthDay, stage: Path) -> pd.DataFrame:
     _write_parquet(day.table, stage / f"{day.date}.parquet")
     keys = day.table.select(["date", "time", "sid"])
     oracle = {f"oracle_{t}": day.oracle[:, k] for k, t in enumerate(TARGETS)}
-    _write_parquet(pa.table({**{c: keys.column(c) for c in keys.column_names}, **oracle}), stage / "oracle" / f"{day.date}.parquet")
+    terms = {f"term_{name}_{t}": day.terms[:, k, j] for k, t in enumerate(TARGETS) for j, name in enumerate(ORACLE_TERMS)}
+    _write_parquet(pa.table({**{c: keys.column(c) for c in keys.column_names}, **oracle, **terms}),
+                   stage / "oracle" / f"{day.date}.parquet")
     return pd.DataFrame({"date": keys.column("date").to_numpy(), "time": keys.column("time").to_numpy(), **oracle,
                          **{t: day.table.column(t).to_numpy(zero_copy_only=False) for t in TARGETS}})
 

@@ -145,6 +145,7 @@ class ModelConfig:
     dropout: Annotated[float, at_least(0), below(1)] = 0.1
     attn_pool: bool = False       # attention-pool over steps instead of taking the last step
     mask_channels: bool = True    # feed the missing-value mask as extra input channels
+    interactions: NonNegativeInt = 0     # >0: the heads also read this many learned pairwise-product channels of the features
     stock_embedding: NonNegativeInt = 0  # >0: learn a per-stock embedding of this size (off: overfits, fails on listings)
     compile: bool = False         # torch.compile the model (off by default: compile time dominates short runs)
 

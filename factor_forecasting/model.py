@@ -19,9 +19,10 @@ from .config import MODEL_NAMES, Config, ConfigError, ModelConfig, check_section
 log = logging.getLogger("factor_forecasting.model")
 
 # %% auto #0
-__all__ = ['log', 'WINDOW_ROWS', 'ATTENTION_BATCH', 'MODELS', 'model_inputs', 'band_mask', 'AttentionPool', 'ForecastModel',
-           'CausalConv1d', 'TemporalBlock', 'tcn_receptive_field', 'CausalSelfAttention', 'TCNAttention', 'LinearModel',
-           'MLPModel', 'GRUModel', 'register_model', 'model_context', 'build_model']
+__all__ = ['log', 'WINDOW_ROWS', 'ATTENTION_BATCH', 'MODELS', 'model_inputs', 'PairwiseInteractions', 'band_mask',
+           'AttentionPool', 'ForecastModel', 'CausalConv1d', 'TemporalBlock', 'tcn_receptive_field',
+           'CausalSelfAttention', 'TCNAttention', 'LinearModel', 'MLPModel', 'GRUModel', 'register_model',
+           'model_context', 'build_model']
 
 # %% ../nbs/20_model.ipynb #ac8abb83
 def model_inputs(x: torch.Tensor, mask: torch.Tensor | None, mask_channels: bool) -> torch.Tensor:
@@ -33,6 +34,20 @@ def model_inputs(x: torch.Tensor, mask: torch.Tensor | None, mask_channels: bool
     dtype = torch.promote_types(x.dtype, torch.float32)
     z = torch.where(ok, x, 0.0).to(dtype)
     return torch.cat([z, ok.to(dtype)], dim=-1) if mask_channels else z
+
+# %% ../nbs/20_model.ipynb #28d86cec
+class PairwiseInteractions(nn.Module):
+    "`[..., F] -> [..., k]`: k learned sums of pairwise products of the F values (a factorization machine's second-order term)."
+    def __init__(self, n_features: int, channels: int, init_scale: float = 0.1):
+        super().__init__()
+        self.factors = nn.Parameter(torch.randn(n_features, channels) * init_scale / n_features ** 0.5)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        "Channel k = sum over pairs i < j of `factors[i, k] * factors[j, k] * z_i * z_j` (no squares)."
+        v = self.factors.to(z.dtype)
+        return 0.5 * ((z @ v) ** 2 - (z * z) @ (v * v))
+
+    def flops(self, rows: int) -> int: return 2 * 2 * rows * self.factors.numel()   # the two matmuls
 
 # %% ../nbs/20_model.ipynb #b7d2e4f3
 def band_mask(queries: int, keys: int, band: int, device: torch.device | None = None) -> torch.Tensor:
@@ -68,7 +83,7 @@ class AttentionPool(nn.Module):
 WINDOW_ROWS = 2**16      # windows a model without a one-pass sequence forward (the GRU) copies and runs at once
 
 class ForecastModel(nn.Module):
-    "Base of every model: inputs, optional stock embedding, one head per target, window and sequence forward."
+    "Base of every model: inputs, optional pairwise products and stock embedding, one head per target, window and sequence forward."
     pointwise = False   # True: the forecast at step t uses step t only (the baselines on the last snapshot)
     one_pass = False    # True: one pass over a block gives every position's forecast from its own context alone;
                         # False: the sequence forward runs each position's own window (correct for any causal model)
@@ -77,6 +92,7 @@ class ForecastModel(nn.Module):
         super().__init__()
         self.config, self.n_features, self.seq_len, self.targets = mc, n_features, seq_len, list(targets)
         self.in_channels = n_features * (2 if mc.mask_channels else 1)
+        self.interactions = PairwiseInteractions(n_features, mc.interactions) if mc.interactions > 0 else None
         self.embedding = nn.Embedding(n_stocks, mc.stock_embedding) if mc.stock_embedding > 0 else None
 
     @classmethod
@@ -91,7 +107,7 @@ class ForecastModel(nn.Module):
         "Call at the end of a subclass's `__init__`, with the width of its hidden states."
         self.hidden_dim = hidden
         self.pool = AttentionPool(hidden) if self.config.attn_pool else None
-        width = hidden + (self.embedding.embedding_dim if self.embedding is not None else 0)
+        width = hidden + self.config.interactions + (self.embedding.embedding_dim if self.embedding is not None else 0)
         self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in self.targets)
 
     def encode(self, inp: torch.Tensor, last: int) -> torch.Tensor:
@@ -121,7 +137,9 @@ def _sequence_states(self: ForecastModel, inp: torch.Tensor, positions: int) -> 
 
 # %% ../nbs/20_model.ipynb #4f955dff
 @patch
-def _read_out(self: ForecastModel, z: torch.Tensor, sid: torch.Tensor | None) -> torch.Tensor:
+def _read_out(self: ForecastModel, z: torch.Tensor, sid: torch.Tensor | None, values: torch.Tensor) -> torch.Tensor:
+    "The heads on [states `z`, pairwise products of `values` (the forecast steps' features), stock embedding]."
+    if self.interactions is not None: z = torch.cat([z, self.interactions(values).to(z.dtype)], dim=-1)
     if self.embedding is not None:
         if sid is None: raise ValueError("model.stock_embedding > 0 needs `sid` (the loader's dense universe index)")
         e = self.embedding(sid)
@@ -141,7 +159,8 @@ def forward(self: ForecastModel, x: torch.Tensor, mask: torch.Tensor | None = No
 @patch
 def forward_inputs(self: ForecastModel, inp: torch.Tensor, sid: torch.Tensor | None = None, positions: int | None = None) -> torch.Tensor:
     "`forward` from the network input `inp` = `model_inputs(x, mask)` (what attribution differentiates through)."
-    if positions is None: return self._read_out(self._states(inp, 1)[:, 0], sid)
+    F = self.n_features
+    if positions is None: return self._read_out(self._states(inp, 1)[:, 0], sid, inp[:, -1, :F])
     T, C = inp.shape[1], self.context
     if isinstance(positions, bool) or not isinstance(positions, numbers.Integral) or positions < 1:
         raise ValueError(f"positions must be an int >= 1 (the loss positions of a block), got {positions!r}")
@@ -149,7 +168,7 @@ def forward_inputs(self: ForecastModel, inp: torch.Tensor, sid: torch.Tensor | N
     if T < positions + C - 1:
         raise ValueError(f"a block for positions={positions} needs at least positions + context - 1 = {positions} + {C} - 1 "
                          f"= {positions + C - 1} steps, got {T}")
-    return self._read_out(self._sequence_states(inp[:, T - (positions + C - 1):], positions), sid)
+    return self._read_out(self._sequence_states(inp[:, T - (positions + C - 1):], positions), sid, inp[:, T - positions:, :F])
 
 # %% ../nbs/20_model.ipynb #7e55f646
 @patch
@@ -161,6 +180,7 @@ def _flops(self: ForecastModel, T: int, last: int) -> int:
     n_states = last if self.pool is None else min(T, last + self.seq_len - 1)
     f = self.encode_flops(T, n_states)
     if self.pool is not None: f += self.pool.flops(n_states, last, self.seq_len)
+    if self.interactions is not None: f += self.interactions.flops(last)
     return f + last * sum(2 * h.in_features * h.out_features for h in self.heads)
 
 @patch

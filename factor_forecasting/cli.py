@@ -23,7 +23,8 @@ from .config_files import list_presets, load_config
 from .earlier_forms import old_form
 from .ensemble import ensemble_runs
 from .explain import explain_run
-from .launch import PipelineFailed, demo, prepare_launch, run_job, run_pipeline
+from .launch import PipelineFailed, prepare_launch, run_job, run_pipeline
+from .demo import DEMO_SEEDS, demo
 from .monitor import NO_HEARTBEAT_EXIT, MonitorError, monitor
 from .peer import peer_like, peer_summary
 from .predict import predict_checkpoint
@@ -237,15 +238,21 @@ def bench_loader_cmd(ns) -> int:
     return 0
 
 # %% ../nbs/89_cli.ipynb #a3c86bb2
+def _seed_list(text: str) -> list[int]:
+    try: return [int(s) for s in text.split(",")]
+    except ValueError: raise argparse.ArgumentTypeError(f"seeds are integers separated by commas, e.g. 0,1; got {text!r}") from None
+
 def _demo_args(p):
     config_args(p, default="cpu_demo")
     p.add_argument("--fresh", action="store_true", help="start the run over instead of resuming it")
+    p.add_argument("--seeds", type=_seed_list, default=list(DEMO_SEEDS), metavar="N,N",
+                   help="train one run per seed and show their ensemble (default 0,1; one seed: a single run)")
 
 # %% ../nbs/89_cli.ipynb #fc3adf8e
-@subcommand("demo", "the end-to-end demo: synthetic data if missing, `ff run` (run.name demo unless set), then the report "
-            "path and headline OOS RankIC vs the oracle", _demo_args)
+@subcommand("demo", "the end-to-end demo: synthetic data if missing, `ff run` per seed and their ensemble (run.name demo unless "
+            "set), then the report path and headline OOS RankIC vs the oracle", _demo_args)
 def demo_cmd(ns) -> int:
-    try: demo(ns.config, ns.overrides, ns.fresh)
+    try: demo(ns.config, ns.overrides, ns.fresh, seeds=ns.seeds)
     except PipelineFailed as e: return _pipeline_failed(e)
     return 0
 

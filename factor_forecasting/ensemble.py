@@ -18,7 +18,7 @@ from .metrics import cross_section_codes, cross_section_rank
 from .rundir import RunDir
 
 # %% auto #0
-__all__ = ['NORMALIZATION', 'rank_normalize', 'ensemble_runs']
+__all__ = ['NORMALIZATION', 'rank_normalize', 'check_output', 'ensemble_runs']
 
 # %% ../nbs/72_ensemble.ipynb #d6840402
 def rank_normalize(pred, codes: np.ndarray) -> np.ndarray:
@@ -75,7 +75,7 @@ def _check_member(first: Path, cfg0, f0: pd.DataFrame, other: Path, cfg1, f1: pd
                              f"differs from {RunDir(first).predictions} (other data?)")
 
 # %% ../nbs/72_ensemble.ipynb #1772a8d9
-def _check_output(out: Path, dirs: list[Path]) -> None:
+def check_output(out: Path, dirs: list[Path]) -> None:
     "Refuse an output directory that is a member, a run that is not an ensemble, or an ensemble of other members."
     if out in dirs: raise InputError(f"ensemble: the output {out} is one of its members")
     rec = RunDir(out).ensemble_record
@@ -96,7 +96,7 @@ def ensemble_runs(run_dirs: list, out_dir) -> Path:
     dirs, out = [Path(r).resolve() for r in run_dirs], Path(out_dir).resolve()
     if len(dirs) < 2: raise InputError(f"ensemble: needs two member runs or more, got {len(dirs)}: {[str(d) for d in dirs]}")
     if len(set(dirs)) < len(dirs): raise InputError(f"ensemble: a member is given twice: {[str(d) for d in dirs if dirs.count(d) > 1][0]}")
-    _check_output(out, dirs)
+    check_output(out, dirs)
     cfg, df = _read_member(dirs[0])
     targets = cfg.data.targets
     codes, _ = cross_section_codes(df, cfg.data.date_col, cfg.data.time_col, "fold") if len(df) else (np.zeros(0, np.int64), None)

@@ -38,7 +38,7 @@ from .market import weekdays
 __all__ = ['GRACEFUL_STOP_S', 'PIPELINE_PARAMS', 'LaunchError', 'JobFailed', 'PipelineFailed', 'gpu_count', 'preflight',
            'check_data', 'torchrun_command', 'torchrun_stops', 'torchrun_main', 'config_source', 'Launch',
            'check_outside_data', 'prepare_launch', 'start_job', 'wait_job', 'run_job', 'stream_command',
-           'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline', 'demo']
+           'job_launchers', 'forwarding_stops', 'run_pipeline', 'oos_headline']
 
 # %% ../nbs/70_launch.ipynb #11093c37
 class LaunchError(InputError):
@@ -395,18 +395,3 @@ def oos_headline(run_dir) -> pd.DataFrame:
         h["share of oracle"] = h.RankIC / oracle.RankIC
         h.attrs["oracle source"] = oracle.source.iloc[0]
     return h
-
-# %% ../nbs/70_launch.ipynb #728e0e22
-def demo(config: str = "cpu_demo", overrides=(), fresh: bool = False, out=None) -> Path:
-    "The README's first command: synthetic data if missing, the train pipeline (run `demo` unless `run.name` is set), then the report path and the headline."
-    out = out or sys.stdout
-    overrides = ["run.name=demo", *overrides]            # a later run.name= wins
-    cfg = load_config(config_source(config), overrides)
-    ensure_dataset(cfg)
-    run_dir = run_pipeline(config, overrides, params={"fresh": True} if fresh else None)
-    h = oos_headline(run_dir)
-    print(f"\nIC report: {RunDir(run_dir).report_html}\n\nout-of-sample RankIC per target (test days of every fold):", file=out)
-    print(h.to_string(float_format=lambda v: f"{v:.4f}"), file=out)
-    if "oracle source" in h.attrs: print(f"(oracle: {h.attrs['oracle source']})", file=out)
-    out.flush()
-    return run_dir

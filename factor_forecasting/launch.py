@@ -242,6 +242,7 @@ def prepare_launch(config, overrides=(), run_name=None, nproc_per_node=None, nno
     check_loss(cfg.loss, cfg.data.targets, label)           # the loss's target weights, before torchrun starts
     n = preflight(cfg, nproc_per_node, label, gpus)
     check_outside_data(cfg.run_dir, cfg.data.path)
+    RunDir(cfg.run_dir).check_trainable()
     check_data(cfg)
     if node_rank == 0: check_job_lock(cfg.run_dir.resolve())
     cmd = torchrun_command(source, overrides, n, nnodes, node_rank, rdzv_endpoint, max_restarts, cfg.run.name, fresh, restart_fold)

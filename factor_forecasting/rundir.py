@@ -326,10 +326,19 @@ def clear(self: RunDir) -> None:
         if p.is_dir(): shutil.rmtree(p)
         else: p.unlink(missing_ok=True)
 
+# %% ../nbs/32_rundir.ipynb #46e2a82c
+@patch
+def check_trainable(self: RunDir) -> None:
+    "`InputError` when this directory holds an ensemble or a LightGBM peer (a run trained here would be read as one)."
+    for record, kind in ((self.ensemble_record, "an ensemble"), (self.peer_record, "a LightGBM peer")):
+        if record.exists():
+            raise InputError(f"{self.path} holds {kind} ({record.name}), not a training run: use another run.name")
+
 # %% ../nbs/32_rundir.ipynb #98226957
 @patch
 def prepare(self: RunDir, cfg: Config, fresh: bool) -> bool:
     "Create the directory (`fresh`: clear it first) and write config.yaml; True when there is a checkpoint to resume."
+    self.check_trainable()
     self.path.mkdir(parents=True, exist_ok=True)
     if fresh: self.clear()
     resuming = self.has_checkpoint()

@@ -5,6 +5,8 @@
 # %% ../nbs/75_demo.ipynb #5faaffca
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,9 +29,23 @@ def demo_runs(cfg: Config, seeds) -> tuple[list[Path], Path]:
     seeds = list(seeds)
     if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
         raise InputError(f"--seeds: give distinct seeds >= 0, got {' '.join(map(str, seeds)) or 'none'}")
-    shown = cfg.run_dir
+    shown = cfg.run_dir.resolve()                                       # as run_pipeline and ensemble_runs name it
     if len(seeds) == 1: return [shown], shown
     return [shown.with_name(f"{shown.name}_seed{s}") for s in seeds], shown
+
+# %% ../nbs/75_demo.ipynb #98badcaf
+def _own_ensemble(shown: Path) -> bool:
+    "Whether `shown` holds an ensemble of demo members only (`<name>_seed<k>` beside it), which a demo of other seeds replaces."
+    try: members = [Path(m) for m in json.loads(RunDir(shown).ensemble_record.read_text())["members"]]
+    except (OSError, ValueError, KeyError, TypeError): return False
+    return all(m.parent == shown.parent and re.fullmatch(rf"{re.escape(shown.name)}_seed\d+", m.name) for m in members)
+
+def _check_shown(shown: Path, members: list[Path], replace: bool) -> None:
+    "Where the ensemble goes: not over a single run (an earlier release's demo) nor an ensemble of other runs."
+    if RunDir(shown).config.exists() and not RunDir(shown).ensemble_record.exists():
+        raise InputError(f"{shown} holds a single run (an earlier release's demo?), where the demo writes its seed ensemble: "
+                         "`ff demo run.name=NEW` writes it elsewhere")
+    check_output(shown, members, replace)
 
 # %% ../nbs/75_demo.ipynb #ffa7c915
 def demo(config: str = "cpu_demo", overrides=(), fresh: bool = False, out=None, seeds=DEMO_SEEDS) -> Path:
@@ -37,14 +53,12 @@ def demo(config: str = "cpu_demo", overrides=(), fresh: bool = False, out=None, 
     overrides = ["run.name=demo", *overrides]            # a later run.name= wins
     cfg = load_config(config_source(config), overrides)
     members, shown = demo_runs(cfg, seeds)
-    try:
-        if len(members) > 1: check_output(shown, members)          # before any training
-    except InputError as e:
-        raise InputError(f"{e}: an earlier release's single-run demo? `ff demo run.name=NEW` writes the ensemble elsewhere") from None
+    replace = _own_ensemble(shown)
+    if len(members) > 1: _check_shown(shown, members, replace)            # before any training
     ensure_dataset(cfg)
     for seed, member in zip(seeds, members):
         run_pipeline(config, [*overrides, f"run.name={member.name}", f"run.seed={seed}"], params={"fresh": True} if fresh else None)
-    if len(members) > 1: render_report(ensemble_runs(members, shown))
+    if len(members) > 1: render_report(ensemble_runs(members, shown, replace))
     _print_headline(shown, out or sys.stdout)
     return shown
 

@@ -75,13 +75,13 @@ def _check_member(first: Path, cfg0, f0: pd.DataFrame, other: Path, cfg1, f1: pd
                              f"differs from {RunDir(first).predictions} (other data?)")
 
 # %% ../nbs/72_ensemble.ipynb #1772a8d9
-def check_output(out: Path, dirs: list[Path]) -> None:
-    "Refuse an output directory that is a member, a run that is not an ensemble, or an ensemble of other members."
+def check_output(out: Path, dirs: list[Path], replace: bool = False) -> None:
+    "Refuse an output directory that is a member, a run that is not an ensemble, or (unless `replace`) an ensemble of other members."
     if out in dirs: raise InputError(f"ensemble: the output {out} is one of its members")
     rec = RunDir(out).ensemble_record
     if RunDir(out).config.exists() and not rec.exists():
         raise InputError(f"ensemble: {out} is a run directory that is not an ensemble; choose another output directory")
-    if not rec.exists(): return
+    if not rec.exists() or replace: return
     try: members = [str(m) for m in json.loads(rec.read_text())["members"]]
     except (ValueError, KeyError, TypeError): raise InputError(f"ensemble: {rec} is unreadable: choose another output directory") from None
     if sorted(members) != sorted(map(str, dirs)):       # the same members (any order) rebuild it
@@ -91,12 +91,12 @@ def check_output(out: Path, dirs: list[Path]) -> None:
 # %% ../nbs/72_ensemble.ipynb #262cb97f
 NORMALIZATION = "per (fold, date, time): (rank - 0.5) / n - 0.5, ranks 1..n of the finite predictions, ties averaged"
 
-def ensemble_runs(run_dirs: list, out_dir) -> Path:
-    "Average the members' per-cross-section rank-normalized predictions into the run directory `out_dir`; returns it."
+def ensemble_runs(run_dirs: list, out_dir, replace: bool = False) -> Path:
+    "Average the members' per-cross-section rank-normalized predictions into the run directory `out_dir` (`replace`: also over an ensemble of other members); returns it."
     dirs, out = [Path(r).resolve() for r in run_dirs], Path(out_dir).resolve()
     if len(dirs) < 2: raise InputError(f"ensemble: needs two member runs or more, got {len(dirs)}: {[str(d) for d in dirs]}")
     if len(set(dirs)) < len(dirs): raise InputError(f"ensemble: a member is given twice: {[str(d) for d in dirs if dirs.count(d) > 1][0]}")
-    check_output(out, dirs)
+    check_output(out, dirs, replace)
     cfg, df = _read_member(dirs[0])
     targets = cfg.data.targets
     codes, _ = cross_section_codes(df, cfg.data.date_col, cfg.data.time_col, "fold") if len(df) else (np.zeros(0, np.int64), None)

@@ -398,13 +398,16 @@ def term_weights(df: pd.DataFrame, pred_col: str, oracle_col: str, term_cols: di
     cols = [pred_col, oracle_col, *term_cols.values()]
     rows = df[np.isfinite(df[cols].to_numpy(np.float64)).all(1)]
     codes, _ = cross_section_codes(rows, date_col, time_col)
-    X = rows[cols].to_numpy(np.float64)
-    X -= (np.stack([np.bincount(codes, X[:, j]) for j in range(X.shape[1])], 1) / np.bincount(codes)[:, None])[codes]
+    n = np.bincount(codes)
+    X = rows[cols].to_numpy(np.float64, copy=True)[n[codes] > 1]              # a cross-section of one row says nothing
+    codes = codes[n[codes] > 1]
+    X -= (np.stack([np.bincount(codes, X[:, j], len(n)) for j in range(X.shape[1])], 1) / np.maximum(n, 1)[:, None])[codes]
+    out = pd.DataFrame({"share of oracle variance": np.nan, "weight": np.nan}, index=pd.Index(list(term_cols), name="term"))
+    if len(X) == 0 or X[:, 0].std() == 0 or X[:, 1].std() == 0: return out, float("nan")   # nothing to fit: NaN, not 0
     forecast, oracle, terms = X[:, 0] * (X[:, 1].std() / X[:, 0].std()), X[:, 1], X[:, 2:]
-    weight = np.linalg.lstsq(terms, forecast, rcond=None)[0]
-    r2 = 1 - (forecast - terms @ weight).var() / forecast.var()
-    return pd.DataFrame({"share of oracle variance": terms.var(0) / oracle.var(), "weight": weight},
-                        index=pd.Index(list(term_cols), name="term")), float(r2)
+    out["weight"] = np.linalg.lstsq(terms, forecast, rcond=None)[0]
+    out["share of oracle variance"] = terms.var(0) / oracle.var()
+    return out, float(1 - (forecast - terms @ out.weight.to_numpy()).var() / forecast.var())
 
 # %% ../nbs/03_metrics.ipynb #5d0e8b62
 def newey_west_lags(n: int, horizon: int = 1) -> int:

@@ -10,10 +10,10 @@ __all__ = ['OLD_FORMS', 'old_form']
 
 # %% ../nbs/88_earlier_forms.ipynb #a3248b85
 OLD_FORMS = {   # (verb, flag) of an earlier release -> the form that replaced it
-    ("run", "--config"): "ff run CONFIG [KEY=VALUE ...], e.g. `ff run cpu_demo run.name=demo trainer.epochs=2`",
+    ("run", "--config"): "ff run CONFIG [KEY=VALUE ...], e.g. `ff run cpu_demo run.name=mine trainer.epochs=2`",
     ("run", "-p"): "ff run CONFIG [KEY=VALUE ...] with launch flags (--nproc, --nnodes, --node-rank, --rdzv-endpoint, "
                    "--max-restarts, --no-report), e.g. `ff run cpu_demo trainer.epochs=2 --nproc 2`",
-    ("run", "--name"): "run.name=RUN, e.g. `ff run cpu_demo run.name=demo`",
+    ("run", "--name"): "run.name=RUN, e.g. `ff run cpu_demo run.name=mine`",
     ("demo", "--config"): "ff demo [CONFIG] [KEY=VALUE ...], e.g. `ff demo cpu_demo trainer.epochs=1`",
     ("demo", "--name"): "run.name=RUN, e.g. `ff demo cpu_demo run.name=mydemo`",
     ("data check", "--config"): "ff data check CONFIG [KEY=VALUE ...], the dataset being data.path, e.g. "

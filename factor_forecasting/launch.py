@@ -31,7 +31,7 @@ from .rundir import RunDir
 from .report import compare_runs, load_run, oracle_summary
 from .rolling import horizon_days, make_folds
 from .schema import check_sid_types, day_files, is_leak, leak_pairs, leak_sample, leak_text, read_parquet, resolve_columns
-from .synthetic import check_data_path, ensure_dataset
+from .synthetic import check_data_path
 from .market import weekdays
 
 # %% auto #0

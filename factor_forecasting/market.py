@@ -269,11 +269,6 @@ def _oracle_terms(self: SyntheticMarket) -> np.ndarray:
     slow = np.concatenate([self.slow, slow_future], 1)
     return np.stack([*np.einsum("fnh,hk->fnk", fast, self._cf), slow @ self._cs, self.rank @ self._cr], -1)
 
-@patch
-def _oracle(self: SyntheticMarket) -> np.ndarray:
-    "`[N, 3]` the oracle: the sum of its terms."
-    return self._oracle_terms().sum(-1)
-
 # %% ../nbs/10_market.ipynb #9286d819
 @dataclass
 class Snapshot:
